@@ -1,0 +1,30 @@
+//! Test infrastructure for vip-agent, shared by the end-to-end tests, `xtask` and the
+//! benchmarks:
+//!
+//! - [`lab`]: hosts and clients as network namespaces on a bridge that lives in its own
+//!   namespace, with partitions, link cuts and a capture of ARP / neighbour advertisements.
+//! - [`sim`]: a simulated MySQL Group Replication group that speaks the real MySQL wire
+//!   protocol, scripted by a controller.
+//! - [`netns`]: running code or processes inside one network namespace only.
+//!
+//! Nothing here ships inside the agent.
+
+pub mod lab;
+pub mod netns;
+pub mod sim;
+
+/// Whether privileged tests may run. Lab, eBPF and netlink tests need root.
+///
+/// Outside CI a non-root run skips them with a note on stderr. Under `CI=true` a skip
+/// would hide a failure, so it panics instead.
+pub fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("this test needs root (network namespaces, eBPF), and CI=true forbids skipping it");
+    }
+    eprintln!("SKIPPED (needs root): run the tests as root, e.g. `sudo -E cargo xtask test`");
+    false
+}

@@ -1,0 +1,80 @@
+//! `cargo xtask test`: the whole test run, as CI runs it, on a fresh machine.
+//!
+//! Order matters: system packages first (the lab and tests use them), then the eBPF
+//! object (vip-agent embeds it, so nothing else builds without it), then formatting and
+//! lints, then every test of the default workspace members.
+
+use crate::{build_ebpf, cmd};
+use anyhow::{Context, Result, bail};
+use std::process::Command;
+
+/// Debian packages the tests use: `ip` for the lab, `ping` for reachability, bpftool to
+/// read pinned maps the way an operator does.
+const APT_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "bpftool"];
+
+pub fn run(cargo_test_args: &[String]) -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "the tests create network namespaces and load eBPF programs, so they need root: \
+             `sudo -E cargo xtask test`"
+        );
+    }
+    install_packages()?;
+    mount_bpffs()?;
+    build_ebpf::run()?;
+    let cargo = || {
+        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.current_dir(cmd::workspace_root());
+        c
+    };
+    cmd::run(cargo().args(["fmt", "--all", "--check"]))
+        .context("formatting differs; run `cargo fmt --all`")?;
+    cmd::run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    // The end-to-end tests start the vip-agent binary, so build it first.
+    cmd::run(cargo().args(["build", "--bins"]))?;
+    cmd::run(cargo().arg("test").args(cargo_test_args))
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn install_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let fix = format!("apt-get update && apt-get install -y {}", missing.join(" "));
+    cmd::run(Command::new("apt-get").args(["update", "-q"]))
+        .with_context(|| format!("could not install {}; run `{fix}`", missing.join(", ")))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .with_context(|| format!("could not install {}; run `{fix}`", missing.join(", ")))
+}
+
+/// The agent pins its maps under /sys/fs/bpf; systemd mounts bpffs there on a normal
+/// host, but a minimal container or VM may not have it.
+fn mount_bpffs() -> Result<()> {
+    let mounts =
+        std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
+    {
+        return Ok(());
+    }
+    cmd::run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+        .context("could not mount bpffs; run `mount -t bpf bpf /sys/fs/bpf`")
+}
