@@ -28,3 +28,27 @@ pub fn privileged() -> bool {
     eprintln!("SKIPPED (needs root): run the tests as root, e.g. `sudo -E cargo xtask test`");
     false
 }
+
+/// The `vip-agent` binary the end-to-end tests run: `$VIP_AGENT_BIN`, else the one cargo
+/// built next to this test executable (`target/<profile>/vip-agent`).
+///
+/// `cargo xtask test` builds it before the tests; a bare `cargo test` may not.
+pub fn agent_binary() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("VIP_AGENT_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    // target/<profile>/deps/<test> -> target/<profile>/vip-agent
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("vip-agent"))
+        .expect("test executables live in target/<profile>/deps");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --bins` (cargo xtask test does), \
+         or set VIP_AGENT_BIN",
+        bin.display()
+    );
+    bin
+}

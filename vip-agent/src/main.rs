@@ -53,7 +53,9 @@ fn main() {
 
 fn count_packets(iface: &str, instance: &str, interval: Duration) -> Result<()> {
     let pin_dir = datapath::pin_dir(instance)?;
-    let counter = datapath::count_dst::CountDst::attach(datapath::load()?, iface, &pin_dir)?;
+    let counter = datapath::load()
+        .and_then(|ebpf| datapath::count_dst::CountDst::attach(ebpf, iface, &pin_dir))
+        .inspect_err(|_| datapath::remove_empty_pin_dir(instance))?;
     log::info!(
         "count_dst attached to {iface}; counters pinned at {} (bpftool map dump pinned {})",
         counter.pin_path().display(),

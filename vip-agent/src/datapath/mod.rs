@@ -67,6 +67,14 @@ pub fn remove_pins(instance: &str) -> Result<()> {
     Ok(())
 }
 
+/// Removes the instance's pin folder if nothing is pinned in it (after a failed start),
+/// leaving any other instance's pins alone.
+pub fn remove_empty_pin_dir(instance: &str) {
+    let root = Path::new(BPFFS).join(PIN_ROOT);
+    let _ = std::fs::remove_dir(root.join(instance));
+    let _ = std::fs::remove_dir(&root);
+}
+
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 fn ensure_bpffs(path: &Path) -> Result<()> {
