@@ -629,7 +629,7 @@ mod in_the_lab {
         for host in lab.hosts() {
             let addr = SocketAddr::from((host.ipv4(), 3306));
             builder = builder.member(
-                MemberSpec::tcp_in_netns(host.ns(), addr).report_host(&host.ipv4().to_string()),
+                MemberSpec::tcp_in_netns(host.ns(), addr).report_host(host.ipv4().to_string()),
             );
         }
         let group = builder.start().unwrap();

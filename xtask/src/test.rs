@@ -33,7 +33,11 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
     cmd::run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     // The end-to-end tests start the vip-agent binary, so build it first.
     cmd::run(cargo().args(["build", "--bins"]))?;
-    cmd::run(cargo().arg("test").args(cargo_test_args))
+    cmd::run(
+        cargo()
+            .args(["test", "--no-fail-fast"])
+            .args(cargo_test_args),
+    )
 }
 
 fn installed(package: &str) -> bool {
