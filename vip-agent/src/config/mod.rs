@@ -1,0 +1,317 @@
+//! The agent's configuration: a TOML file, strictly validated before anything is touched.
+//!
+//! [`parse`] turns text into a [`Config`] or into EVERY problem it finds ([`ConfigErrors`]);
+//! it does no I/O. [`check_host`] compares a config with facts about this host gathered by
+//! [`HostFacts::gather`], and [`load`] does both plus the file checks (password file, TLS
+//! files, peer key), for `vip-agent run` and `vip-agent check-config`.
+//!
+//! - [`file`]: TOML text → raw, typed values (unknown keys and wrong types collected).
+//! - [`validate`]: raw values → [`Config`], every rule, pure.
+//! - [`host`]: the host's interfaces and addresses, and the checks against them.
+//! - [`mycnf`] and [`import`]: `vip-agent import-mycnf`, from greatdb_ha's my.cnf settings.
+//! - [`greatdb`]: which greatdb_ha variable each key replaces.
+//! - [`cli`]: the `check-config` and `import-mycnf` commands.
+
+pub mod cli;
+pub mod file;
+pub mod greatdb;
+pub mod host;
+pub mod import;
+pub mod mycnf;
+pub mod validate;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use host::{HostFacts, HostInterface, check_host};
+
+/// A validated configuration. Every field holds a value that passed its rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Names the pin folder and the log tag: `[A-Za-z0-9_-]{1,64}`.
+    pub instance: String,
+    pub mysql: MysqlConfig,
+    pub vip: VipConfig,
+    pub peer: PeerConfig,
+}
+
+/// How to reach the local mysqld.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MysqlEndpoint {
+    Tcp { host: String, port: u16 },
+    Socket(PathBuf),
+}
+
+impl fmt::Display for MysqlEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // An IPv6 literal needs brackets to be read back as host:port.
+            MysqlEndpoint::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            MysqlEndpoint::Tcp { host, port } => write!(f, "{host}:{port}"),
+            MysqlEndpoint::Socket(path) => write!(f, "unix socket {}", path.display()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MysqlConfig {
+    pub endpoint: MysqlEndpoint,
+    pub user: String,
+    /// The password is the first line of this file, trailing newline stripped.
+    pub password_file: PathBuf,
+    /// `Some` when the `[mysql.tls]` table is present: connect with TLS.
+    pub tls: Option<TlsConfig>,
+    pub connect_timeout: Duration,
+    pub query_timeout: Duration,
+    pub poll_interval: Duration,
+    /// Consecutive timed-out polls before mysqld counts as hung.
+    pub hung_after_polls: u32,
+}
+
+/// TLS to the local mysqld. Without `ca` the system roots verify the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key: both or neither.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub verify_identity: bool,
+}
+
+/// Where read VIPs nobody else can take go (greatdb_ha_mgr_read_vip_floating_type).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FloatingType {
+    #[default]
+    ToPrimary,
+    ToAnotherSecondary,
+}
+
+impl FloatingType {
+    pub const ALLOWED: &[&str] = &["TO_PRIMARY", "TO_ANOTHER_SECONDARY"];
+
+    /// Case-insensitive, as mysqld reads the enum variable.
+    pub fn parse(s: &str) -> Option<FloatingType> {
+        match s.to_ascii_uppercase().as_str() {
+            "TO_PRIMARY" => Some(FloatingType::ToPrimary),
+            "TO_ANOTHER_SECONDARY" => Some(FloatingType::ToAnotherSecondary),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for FloatingType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FloatingType::ToPrimary => "TO_PRIMARY",
+            FloatingType::ToAnotherSecondary => "TO_ANOTHER_SECONDARY",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VipConfig {
+    /// false: hold nothing (greatdb_ha_enable_mgr_vip = OFF).
+    pub enable: bool,
+    pub write_vip: Option<IpAddr>,
+    /// Prefix length of every VIP (a dotted `mask` is converted).
+    pub prefix: u8,
+    /// Empty only when no VIP is configured.
+    pub nic: String,
+    /// IPv4 alias label, `<nic>:<suffix>`; how the agent recognises its own addresses.
+    pub label: String,
+    pub read_vips: Vec<IpAddr>,
+    pub floating_type: FloatingType,
+    pub announce_count: u32,
+    pub announce_interval: Duration,
+    pub gateway: Option<IpAddr>,
+    pub kill_connections_on_demotion: bool,
+}
+
+impl VipConfig {
+    /// The write VIP then the read VIPs.
+    pub fn all_vips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.write_vip.iter().chain(&self.read_vips).copied()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub port: u16,
+    pub key_file: Option<PathBuf>,
+}
+
+/// One problem in the configuration, printed on one line:
+/// `vip.announce_count = 25: must be between 3 and 20 (greatdb_ha_send_arp_packge_times)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The key path, e.g. `vip.read_vips[1]`; empty for problems with the file as a whole.
+    pub key: String,
+    /// The offending value as written in TOML, when there is one.
+    pub value: Option<String>,
+    /// 1-based line and column, when known (syntax, type and unknown-key errors).
+    pub location: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, value: Option<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            value,
+            location: None,
+            message: message.into(),
+        }
+    }
+
+    /// An error about a value: `key = value: message`.
+    pub fn value(
+        key: impl Into<String>,
+        value: impl fmt::Display,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::new(key, Some(value.to_string()), message)
+    }
+
+    /// An error about a key, without a value (missing, conflicting).
+    pub fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(key, None, message)
+    }
+
+    pub fn at(mut self, location: Option<(usize, usize)>) -> Self {
+        self.location = location;
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str("config")?;
+        } else {
+            f.write_str(&self.key)?;
+        }
+        if let Some(value) = &self.value {
+            write!(f, " = {value}")?;
+        }
+        if let Some((line, column)) = self.location {
+            write!(f, " (line {line}, column {column})")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(name) = greatdb::variable_for_key(&self.key) {
+            write!(f, " ({name})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found, in file order of the checks; printed one per line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Parse + validate everything that needs no I/O; `Err` holds EVERY problem found.
+pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let (config, errors) = parse_partial(text);
+    match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+/// The best-effort config (bad values replaced by defaults) and the problems. `None` only
+/// when the text is not TOML at all.
+fn parse_partial(text: &str) -> (Option<Config>, Vec<ConfigError>) {
+    match file::read(text) {
+        Ok((raw, mut errors)) => {
+            let (config, more) = validate::validate(&raw);
+            errors.extend(more);
+            (Some(config), errors)
+        }
+        Err(errors) => (None, errors),
+    }
+}
+
+/// Reads the file, parses, gathers [`HostFacts`] and checks the host and the files the
+/// config names: used by `run` and `check-config`. All problems come back at once.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError::key(
+            "",
+            format!("cannot read {}: {e}", path.display()),
+        )])
+    })?;
+    let (config, mut errors) = parse_partial(&text);
+    let Some(config) = config else {
+        return Err(ConfigErrors(errors));
+    };
+    let mut late = check_files(&config);
+    match HostFacts::gather() {
+        Ok(facts) => late.extend(check_host(&config, &facts)),
+        Err(e) => late.push(ConfigError::key(
+            "vip.nic",
+            format!("cannot list this host's interfaces: {e}"),
+        )),
+    }
+    // A key already reported as invalid was replaced by a default: checking that default
+    // against the host would only add noise.
+    late.retain(|e| !errors.iter().any(|p| p.key == e.key));
+    errors.extend(late);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// The files the config names must be readable now, not at the first failover.
+pub fn check_files(cfg: &Config) -> Vec<ConfigError> {
+    let mut files: Vec<(&str, &Path)> = vec![("mysql.password_file", &cfg.mysql.password_file)];
+    if let Some(tls) = &cfg.mysql.tls {
+        for (key, path) in [
+            ("mysql.tls.ca", &tls.ca),
+            ("mysql.tls.cert", &tls.cert),
+            ("mysql.tls.key", &tls.key),
+        ] {
+            if let Some(path) = path {
+                files.push((key, path));
+            }
+        }
+    }
+    if let Some(path) = &cfg.peer.key_file {
+        files.push(("peer.key_file", path));
+    }
+    files
+        .into_iter()
+        .filter(|(_, path)| !path.as_os_str().is_empty())
+        .filter_map(|(key, path)| {
+            let problem = match std::fs::metadata(path) {
+                Err(e) => Some(format!("cannot read: {e}")),
+                Ok(m) if !m.is_file() => Some("not a regular file".to_string()),
+                Ok(_) => std::fs::File::open(path)
+                    .err()
+                    .map(|e| format!("cannot read: {e}")),
+            };
+            problem.map(|p| ConfigError::value(key, quote(&path.display().to_string()), p))
+        })
+        .collect()
+}
+
+/// A string as TOML writes it, for error messages.
+pub(crate) fn quote(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}

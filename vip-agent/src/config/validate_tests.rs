@@ -1,0 +1,472 @@
+//! One test per rule of `validate`, asserting the message a user sees.
+
+use super::*;
+use crate::config::{ConfigErrors, parse};
+
+const MYSQL: &str = "[mysql]\nhost = \"127.0.0.1\"\nuser = \"u\"\npassword_file = \"/etc/p\"\n";
+
+/// A config with the [mysql] table filled and `vip` as the [vip] table body.
+fn with_vip(vip: &str) -> String {
+    format!("{MYSQL}[vip]\nnic = \"eth0\"\n{vip}\n")
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(cfg) => panic!("expected errors, got {cfg:#?}"),
+        Err(ConfigErrors(e)) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Exactly one error, starting with `expected`.
+fn one_error(text: &str, expected: &str) {
+    let e = errors(text);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].starts_with(expected),
+        "\n  got: {}\n want: {expected}",
+        e[0]
+    );
+}
+
+#[test]
+fn a_minimal_config_gets_the_defaults() {
+    let cfg = parse(&with_vip("write_vip = \"198.51.100.50\"\nprefix = 24")).unwrap();
+    assert_eq!(cfg.instance, "default");
+    assert_eq!(
+        cfg.mysql.endpoint,
+        MysqlEndpoint::Tcp {
+            host: "127.0.0.1".into(),
+            port: 3306
+        }
+    );
+    assert_eq!(cfg.mysql.poll_interval, Duration::from_millis(100));
+    assert_eq!(cfg.mysql.connect_timeout, Duration::from_millis(1000));
+    assert_eq!(cfg.mysql.hung_after_polls, 3);
+    assert!(cfg.mysql.tls.is_none());
+    assert!(cfg.vip.enable);
+    assert_eq!(cfg.vip.label, "eth0:0");
+    assert_eq!(cfg.vip.announce_count, 5);
+    assert_eq!(cfg.vip.announce_interval, Duration::from_millis(100));
+    assert_eq!(cfg.vip.floating_type, FloatingType::ToPrimary);
+    assert_eq!(cfg.peer.port, 33062);
+}
+
+#[test]
+fn a_full_config_is_read() {
+    let text = r#"
+instance = "mgr3306"
+[mysql]
+socket = "/run/mysqld/mysqld.sock"
+user = "vip_agent"
+password_file = "/etc/vip-agent/mysql.password"
+connect_timeout_ms = 500
+query_timeout_ms = 700
+poll_interval_ms = 200
+hung_after_polls = 4
+[mysql.tls]
+ca = "/etc/ca.pem"
+cert = "/etc/c.pem"
+key = "/etc/k.pem"
+verify_identity = false
+[vip]
+enable = true
+write_vip = "2001:db8::50"
+prefix = 64
+nic = "eth0"
+label = "eth0:vip"
+read_vips = ["2001:db8::51", "2001:db8::52"]
+floating_type = "to_another_secondary"
+announce_count = 3
+announce_interval_ms = 250
+gateway = "2001:db8::1"
+kill_connections_on_demotion = true
+[peer]
+port = 33063
+key_file = "/etc/vip-agent/peer.key"
+"#;
+    let cfg = parse(text).unwrap();
+    assert_eq!(
+        cfg.mysql.endpoint,
+        MysqlEndpoint::Socket("/run/mysqld/mysqld.sock".into())
+    );
+    assert_eq!(
+        cfg.mysql.tls.as_ref().map(|t| t.verify_identity),
+        Some(false)
+    );
+    assert_eq!(cfg.vip.prefix, 64);
+    assert_eq!(cfg.vip.read_vips.len(), 2);
+    assert_eq!(cfg.vip.floating_type, FloatingType::ToAnotherSecondary);
+    assert_eq!(cfg.vip.announce_interval, Duration::from_millis(250));
+    assert_eq!(
+        cfg.peer.key_file.as_deref(),
+        Some(Path::new("/etc/vip-agent/peer.key"))
+    );
+}
+
+#[test]
+fn many_errors_are_reported_at_once() {
+    let e = errors(&format!(
+        "instance = \"a b\"\n{}[vip]\nnic = \"eth0\"\nwrite_vip = \"198.51.100.300\"\nprefix = 33\nannounce_count = 2\n[peer]\nport = 0\n",
+        MYSQL.replace("user = \"u\"\n", "")
+    ));
+    let want = [
+        "instance = \"a b\": must be 1 to 64 characters",
+        "mysql.user: missing",
+        "vip.write_vip = \"198.51.100.300\": not an IPv4 or IPv6 address (greatdb_ha_mgr_vip_ip)",
+        "vip.prefix = 33: must be between 1 and 32 (greatdb_ha_mgr_vip_mask)",
+        "vip.announce_count = 2: must be between 3 and 20 (greatdb_ha_send_arp_packge_times)",
+        "peer.port = 0: must be between 1 and 65535 (greatdb_ha_port)",
+    ];
+    assert_eq!(e.len(), want.len(), "{e:#?}");
+    for (got, want) in e.iter().zip(want) {
+        assert!(got.starts_with(want), "\n  got: {got}\n want: {want}");
+    }
+}
+
+#[test]
+fn announce_count_range() {
+    one_error(
+        &with_vip("write_vip = \"198.51.100.50\"\nprefix = 24\nannounce_count = 25"),
+        "vip.announce_count = 25: must be between 3 and 20 (greatdb_ha_send_arp_packge_times)",
+    );
+    assert!(
+        parse(&with_vip(
+            "write_vip = \"198.51.100.50\"\nprefix = 24\nannounce_count = 20"
+        ))
+        .is_ok()
+    );
+    assert!(
+        parse(&with_vip(
+            "write_vip = \"198.51.100.50\"\nprefix = 24\nannounce_count = 3"
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn mysql_endpoint_rules() {
+    one_error(
+        &format!("{MYSQL}socket = \"/s\"\n[vip]\nenable = false"),
+        "mysql.socket: set exactly one of mysql.host (with mysql.port) and mysql.socket, not both",
+    );
+    one_error(
+        &format!(
+            "{}[vip]\nenable = false",
+            MYSQL.replace("host = \"127.0.0.1\"\n", "")
+        ),
+        "mysql.host: missing; set mysql.host (with mysql.port) or mysql.socket",
+    );
+    one_error(
+        &format!("{MYSQL}port = 0\n[vip]\nenable = false"),
+        "mysql.port = 0: must be between 1 and 65535",
+    );
+    one_error(
+        &format!(
+            "{}socket = \"/s\"\nport = 3306\n[vip]\nenable = false",
+            MYSQL.replace("host = \"127.0.0.1\"\n", "")
+        ),
+        "mysql.port = 3306: only used with mysql.host, not with mysql.socket",
+    );
+    one_error(
+        &format!(
+            "{}socket = \"run/s\"\n[vip]\nenable = false",
+            MYSQL.replace("host = \"127.0.0.1\"\n", "")
+        ),
+        "mysql.socket = \"run/s\": must be an absolute path",
+    );
+    one_error(
+        &format!(
+            "{}[vip]\nenable = false",
+            MYSQL.replace("password_file = \"/etc/p\"\n", "")
+        ),
+        "mysql.password_file: missing",
+    );
+    one_error(
+        &format!("{MYSQL}[mysql.tls]\ncert = \"/c\"\n[vip]\nenable = false"),
+        "mysql.tls.key: missing; mysql.tls.cert is set",
+    );
+}
+
+#[test]
+fn zero_intervals_and_timeouts() {
+    for key in [
+        "poll_interval_ms",
+        "connect_timeout_ms",
+        "query_timeout_ms",
+        "hung_after_polls",
+    ] {
+        let e = errors(&format!("{MYSQL}{key} = 0\n[vip]\nenable = false"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(&format!("mysql.{key} = 0: must be between 1 and ")),
+            "{e:?}"
+        );
+    }
+    one_error(
+        &with_vip("write_vip = \"198.51.100.50\"\nprefix = 24\nannounce_interval_ms = 0"),
+        "vip.announce_interval_ms = 0: must be between 1 and 10000",
+    );
+}
+
+#[test]
+fn instance_charset() {
+    assert!(
+        parse(&format!(
+            "instance = \"mgr_3306-a\"\n{MYSQL}[vip]\nenable = false"
+        ))
+        .is_ok()
+    );
+    one_error(
+        &format!("instance = \"\"\n{MYSQL}[vip]\nenable = false"),
+        "instance = \"\": must be 1 to 64 characters",
+    );
+    one_error(
+        &format!("instance = \"a/b\"\n{MYSQL}[vip]\nenable = false"),
+        "instance = \"a/b\":",
+    );
+    one_error(
+        &format!(
+            "instance = \"{}\"\n{MYSQL}[vip]\nenable = false",
+            "a".repeat(65)
+        ),
+        "instance = \"aaaa",
+    );
+}
+
+#[test]
+fn enable_needs_a_vip() {
+    one_error(
+        &format!("{MYSQL}[vip]\nenable = true"),
+        "vip.enable = true: needs vip.write_vip or vip.read_vips",
+    );
+    one_error(
+        MYSQL,
+        "vip.enable = true: needs vip.write_vip or vip.read_vips",
+    );
+    assert!(parse(&format!("{MYSQL}[vip]\nenable = false")).is_ok());
+    // Read VIPs alone are enough.
+    assert!(parse(&with_vip("read_vips = [\"198.51.100.51\"]\nprefix = 24")).is_ok());
+}
+
+#[test]
+fn mask_conversion() {
+    assert_eq!(mask_to_prefix("255.255.255.0"), Ok(24));
+    assert_eq!(mask_to_prefix("255.255.255.255"), Ok(32));
+    assert_eq!(mask_to_prefix("255.255.240.0"), Ok(20));
+    assert_eq!(mask_to_prefix("128.0.0.0"), Ok(1));
+    assert!(
+        mask_to_prefix("255.0.255.0")
+            .unwrap_err()
+            .contains("not a contiguous mask")
+    );
+    assert!(
+        mask_to_prefix("0.0.0.255")
+            .unwrap_err()
+            .contains("not a contiguous mask")
+    );
+    assert!(
+        mask_to_prefix("0.0.0.0")
+            .unwrap_err()
+            .contains("must not be 0.0.0.0")
+    );
+    assert!(
+        mask_to_prefix("24")
+            .unwrap_err()
+            .contains("not a dotted IPv4 mask")
+    );
+    let cfg = parse(&with_vip(
+        "write_vip = \"198.51.100.50\"\nmask = \"255.255.255.128\"",
+    ))
+    .unwrap();
+    assert_eq!(cfg.vip.prefix, 25);
+}
+
+#[test]
+fn mask_and_prefix_rules() {
+    let v4 = "write_vip = \"198.51.100.50\"\n";
+    one_error(
+        &with_vip(&format!("{v4}mask = \"255.0.255.0\"")),
+        "vip.mask = \"255.0.255.0\": not a contiguous mask",
+    );
+    one_error(
+        &with_vip(&format!("{v4}prefix = 24\nmask = \"255.255.255.0\"")),
+        "vip.mask: set only one of vip.prefix and vip.mask",
+    );
+    one_error(
+        &with_vip(&format!("{v4}prefix = 0")),
+        "vip.prefix = 0: must be between 1 and 32 for IPv4",
+    );
+    one_error(
+        &with_vip(v4),
+        "vip.prefix: missing; set vip.prefix (e.g. 24) or, for IPv4, vip.mask",
+    );
+    let v6 = "write_vip = \"2001:db8::50\"\n";
+    assert_eq!(
+        parse(&with_vip(&format!("{v6}prefix = 128")))
+            .unwrap()
+            .vip
+            .prefix,
+        128
+    );
+    one_error(
+        &with_vip(&format!("{v6}prefix = 129")),
+        "vip.prefix = 129: must be between 1 and 128 for IPv6",
+    );
+    one_error(
+        &with_vip(&format!("{v6}mask = \"255.255.255.0\"")),
+        "vip.mask = \"255.255.255.0\": a dotted mask is for IPv4 VIPs only; use vip.prefix",
+    );
+}
+
+#[test]
+fn mixed_families() {
+    one_error(
+        &with_vip("write_vip = \"198.51.100.50\"\nprefix = 24\nread_vips = [\"2001:db8::51\"]"),
+        "vip.read_vips[0] = \"2001:db8::51\": IPv6, but vip.write_vip is IPv4; the VIPs and the gateway must all be IPv4 or all IPv6",
+    );
+    one_error(
+        &with_vip("write_vip = \"2001:db8::50\"\nprefix = 64\ngateway = \"198.51.100.1\""),
+        "vip.gateway = \"198.51.100.1\": IPv4, but vip.write_vip is IPv6",
+    );
+    one_error(
+        &with_vip("read_vips = [\"2001:db8::51\", \"198.51.100.1\"]\nprefix = 64"),
+        "vip.read_vips[1] = \"198.51.100.1\": IPv4, but vip.read_vips[0] is IPv6",
+    );
+}
+
+#[test]
+fn duplicates() {
+    one_error(
+        &with_vip("write_vip = \"198.51.100.50\"\nprefix = 24\nread_vips = [\"198.51.100.50\"]"),
+        "vip.read_vips[0] = \"198.51.100.50\": duplicate of vip.write_vip",
+    );
+    one_error(
+        &with_vip(
+            "prefix = 24\nread_vips = [\"198.51.100.51\", \"198.51.100.52\", \"198.51.100.51\"]",
+        ),
+        "vip.read_vips[2] = \"198.51.100.51\": duplicate of vip.read_vips[0]",
+    );
+    one_error(
+        &with_vip("write_vip = \"198.51.100.50\"\nprefix = 24\ngateway = \"198.51.100.50\""),
+        "vip.gateway = \"198.51.100.50\": same as vip.write_vip; the gateway must not be a VIP",
+    );
+}
+
+#[test]
+fn only_unicast_vips() {
+    for (addr, prefix, what) in [
+        ("0.0.0.0", 24, "the unspecified address"),
+        ("255.255.255.255", 32, "the broadcast address"),
+        ("224.0.0.5", 24, "a multicast address"),
+        ("127.0.0.2", 24, "a loopback address"),
+        ("169.254.1.1", 24, "a link-local address"),
+        ("::", 64, "the unspecified address"),
+        ("ff02::1", 64, "a multicast address"),
+        ("::1", 64, "a loopback address"),
+        ("fe80::1", 64, "a link-local address"),
+    ] {
+        one_error(
+            &with_vip(&format!("write_vip = \"{addr}\"\nprefix = {prefix}")),
+            &format!("vip.write_vip = \"{addr}\": is {what}; must be a unicast address"),
+        );
+    }
+    one_error(
+        &with_vip("write_vip = \"198.51.100.255\"\nprefix = 24"),
+        "vip.write_vip = \"198.51.100.255\": is the broadcast address of 198.51.100.0/24",
+    );
+    one_error(
+        &with_vip("write_vip = \"198.51.100.0\"\nprefix = 24"),
+        "vip.write_vip = \"198.51.100.0\": is the network address of 198.51.100.0/24",
+    );
+    assert!(parse(&with_vip("write_vip = \"198.51.100.0\"\nprefix = 31")).is_ok());
+}
+
+#[test]
+fn label_rules() {
+    assert_eq!(label_rule("eth0:0", "eth0"), Ok(()));
+    assert_eq!(label_rule("eth0:vip12345", "eth0"), Ok(()));
+    assert!(
+        label_rule("eth1:0", "eth0")
+            .unwrap_err()
+            .contains("must start with `eth0:`")
+    );
+    assert!(
+        label_rule("eth0", "eth0")
+            .unwrap_err()
+            .contains("must start with `eth0:`")
+    );
+    assert!(
+        label_rule("eth00", "eth0")
+            .unwrap_err()
+            .contains("must start with `eth0:`")
+    );
+    assert!(
+        label_rule("eth0:", "eth0")
+            .unwrap_err()
+            .contains("needs a suffix")
+    );
+    assert!(
+        label_rule("eth0:a b", "eth0")
+            .unwrap_err()
+            .contains("must not contain")
+    );
+    assert!(
+        label_rule("eth0:0123456789a", "eth0")
+            .unwrap_err()
+            .contains("16 bytes; labels are at most 15 (IFNAMSIZ-1)")
+    );
+    one_error(
+        &with_vip("write_vip = \"198.51.100.50\"\nprefix = 24\nlabel = \"eth1:0\""),
+        "vip.label = \"eth1:0\": must start with `eth0:`",
+    );
+    // A 14-byte NIC leaves no room for the default `<nic>:0`.
+    one_error(
+        &format!(
+            "{MYSQL}[vip]\nnic = \"enp0s31f6abcde\"\nwrite_vip = \"198.51.100.50\"\nprefix = 24"
+        ),
+        "vip.label = \"enp0s31f6abcde:0\": the default label is 16 bytes, at most 15",
+    );
+}
+
+#[test]
+fn nic_rules() {
+    one_error(
+        &format!("{MYSQL}[vip]\nwrite_vip = \"198.51.100.50\"\nprefix = 24"),
+        "vip.nic: missing; the interface the VIPs go on, e.g. \"eth0\" (greatdb_ha_mgr_vip_nic)",
+    );
+    assert!(
+        interface_name("eth0:0")
+            .unwrap_err()
+            .contains("an alias label goes in vip.label")
+    );
+    assert!(
+        interface_name("a23456789012345x")
+            .unwrap_err()
+            .contains("16 bytes; interface names are at most 15")
+    );
+    assert!(interface_name("").is_err());
+    assert_eq!(interface_name("enp0s31f6"), Ok(()));
+}
+
+#[test]
+fn floating_type() {
+    one_error(
+        &with_vip("write_vip = \"198.51.100.50\"\nprefix = 24\nfloating_type = \"ANY\""),
+        "vip.floating_type = \"ANY\": must be TO_PRIMARY or TO_ANOTHER_SECONDARY (greatdb_ha_mgr_read_vip_floating_type)",
+    );
+}
+
+#[test]
+fn wrong_types_carry_the_key_and_location() {
+    let e = errors(&with_vip(
+        "write_vip = 5\nprefix = 24\nread_vips = \"198.51.100.51\"",
+    ));
+    assert_eq!(e.len(), 3, "{e:#?}"); // two type errors, and enable has no VIP left
+    assert!(
+        e[0].starts_with(
+            "vip.write_vip (line 7, column 13): invalid type: integer `5`, expected a string"
+        ),
+        "{e:#?}"
+    );
+    assert!(e[1].starts_with("vip.read_vips (line 9, column 13): invalid type: string \"198.51.100.51\", expected a sequence"), "{e:#?}");
+}
