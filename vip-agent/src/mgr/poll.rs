@@ -1,0 +1,248 @@
+//! The agent's one persistent connection to the local mysqld, and each poll on it.
+//!
+//! One connection, kept open, so that a mysqld at max_connections still answers the agent
+//! (it never needs a new slot) and a poll costs two small queries. Every step has a tokio
+//! timeout, so a hung mysqld never blocks the agent's loop past it: a timed-out connection
+//! is dropped (its late answer would be out of step), and the next poll connects afresh.
+//! Failed connection attempts back off from one poll interval up to 2 s.
+//!
+//! Each kind of trouble is logged once when it starts, in its own words: refused (mysqld
+//! down), timed out (slow or hung), refusing the agent (max_connections, credentials).
+
+use std::time::Duration;
+
+use mysql_async::{Conn, Opts, OptsBuilder};
+use tokio::time::{Instant, timeout};
+use tracing::{error, info, warn};
+
+use super::backoff::Backoff;
+use super::query::{self, ER_UNKNOWN_SYSTEM_VARIABLE, ReadError};
+use super::trouble::{Trouble, trouble};
+use super::{Endpoint, MysqlTarget, NodeStatus, classify};
+
+/// The longest wait between connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+pub struct Poller {
+    target: MysqlTarget,
+    opts: Opts,
+    conn: Option<Conn>,
+    backoff: Backoff,
+    /// No new connection attempt before this instant; meanwhile polls repeat `last_failure`.
+    retry_at: Option<Instant>,
+    last_failure: Option<NodeStatus>,
+    /// Consecutive polls that got no answer in time.
+    timed_out_polls: u32,
+    /// The last problem logged, so each is logged once when it starts.
+    last_problem: Option<String>,
+}
+
+/// What one attempt at reading the view came to.
+enum Outcome {
+    Status(NodeStatus),
+    /// No answer in time; `step` says what was waited for.
+    TimedOut {
+        step: &'static str,
+    },
+    Failed(Trouble),
+}
+
+impl Poller {
+    pub fn new(target: MysqlTarget) -> Poller {
+        Poller {
+            opts: opts(&target),
+            backoff: Backoff::new(Duration::from_millis(100), MAX_BACKOFF),
+            target,
+            conn: None,
+            retry_at: None,
+            last_failure: None,
+            timed_out_polls: 0,
+            last_problem: None,
+        }
+    }
+
+    pub fn target(&self) -> &MysqlTarget {
+        &self.target
+    }
+
+    /// Reads the view once and classifies this node. Never takes longer than the connect
+    /// timeout plus the query timeout, whatever mysqld does.
+    pub async fn poll(&mut self) -> NodeStatus {
+        if let Some(at) = self.retry_at
+            && Instant::now() < at
+            && let Some(status) = &self.last_failure
+        {
+            return status.clone();
+        }
+        let mut outcome = self.attempt().await;
+        // A broken connection is retried at once: mysqld may just have been restarted,
+        // and if it is really gone the new attempt is refused right away.
+        if let Outcome::Failed(Trouble::Lost(why)) = &outcome {
+            self.note(
+                format!("lost the connection to mysqld: {why}; reconnecting"),
+                Level::Warn,
+            );
+            outcome = self.attempt().await;
+        }
+        self.judge(outcome)
+    }
+
+    /// One connection (if needed) and one read, each under its timeout.
+    async fn attempt(&mut self) -> Outcome {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                match timeout(self.target.connect_timeout, Conn::new(self.opts.clone())).await {
+                    Err(_) => return Outcome::TimedOut { step: "connecting" },
+                    Ok(Err(e)) => {
+                        self.retry_at = Some(Instant::now() + self.backoff.fail());
+                        return Outcome::Failed(trouble(&e));
+                    }
+                    Ok(Ok(conn)) => {
+                        self.backoff.reset();
+                        self.retry_at = None;
+                        self.conn.insert(conn)
+                    }
+                }
+            }
+        };
+        match timeout(self.target.query_timeout, query::read(conn)).await {
+            Err(_) => {
+                self.conn = None;
+                Outcome::TimedOut {
+                    step: "reading the group view",
+                }
+            }
+            Ok(Ok(view)) => Outcome::Status(classify(
+                &view.server_uuid,
+                view.single_primary,
+                view.enforce_everywhere,
+                &view.members,
+            )),
+            Ok(Err(ReadError::Malformed(why))) => {
+                Outcome::Status(NodeStatus::Unreadable { reason: why })
+            }
+            Ok(Err(ReadError::Sql(e))) => {
+                if e.is_fatal() {
+                    self.conn = None;
+                }
+                match &e {
+                    mysql_async::Error::Server(s) if s.code == ER_UNKNOWN_SYSTEM_VARIABLE => {
+                        Outcome::Status(NodeStatus::NotInGroup {
+                            reason: "the group_replication plugin is not loaded".into(),
+                        })
+                    }
+                    _ => Outcome::Failed(trouble(&e)),
+                }
+            }
+        }
+    }
+
+    /// Turns an outcome into the status, keeping the timeout count and the logs.
+    fn judge(&mut self, outcome: Outcome) -> NodeStatus {
+        let endpoint = self.target.endpoint.to_string();
+        let hung_after = self.target.hung_after_polls.max(1);
+        if !matches!(outcome, Outcome::TimedOut { .. }) {
+            self.timed_out_polls = 0;
+        }
+        let status = match outcome {
+            Outcome::Status(status) => {
+                if self.last_problem.take().is_some() {
+                    info!(event = "mysqld", endpoint = %endpoint, "mysqld at {endpoint} answers again");
+                }
+                self.last_failure = None;
+                return status;
+            }
+            Outcome::TimedOut { step } => {
+                self.timed_out_polls += 1;
+                let n = self.timed_out_polls;
+                let limit = match step {
+                    "connecting" => self.target.connect_timeout,
+                    _ => self.target.query_timeout,
+                };
+                if n <= hung_after {
+                    // Logged every time up to the verdict: each one brings it closer.
+                    warn!(
+                        event = "mysqld",
+                        endpoint = %endpoint,
+                        timed_out_polls = n,
+                        "mysqld at {endpoint} timed out: no answer within {} ms while {step} \
+                         ({n} of {hung_after} before it counts as hung)",
+                        limit.as_millis()
+                    );
+                    self.last_problem = Some("timeout".into());
+                }
+                if n >= hung_after {
+                    NodeStatus::MysqldHung { timed_out_polls: n }
+                } else {
+                    NodeStatus::Degraded {
+                        timed_out_polls: n,
+                        hung_after_polls: hung_after,
+                    }
+                }
+            }
+            Outcome::Failed(Trouble::Down(why)) | Outcome::Failed(Trouble::Lost(why)) => {
+                self.note(
+                    format!("mysqld at {endpoint} is down, connection refused: {why}"),
+                    Level::Warn,
+                );
+                NodeStatus::MysqldDown { reason: why }
+            }
+            Outcome::Failed(Trouble::Refusing { code, reason }) => {
+                self.note(
+                    format!(
+                        "mysqld at {endpoint} is alive but refuses the agent: {reason}; \
+                         the VIPs are KEPT as they are"
+                    ),
+                    Level::Error,
+                );
+                NodeStatus::MysqldRefusing { code, reason }
+            }
+            Outcome::Failed(Trouble::Other(why)) => {
+                self.note(
+                    format!("mysqld at {endpoint} failed in an unexpected way: {why}"),
+                    Level::Error,
+                );
+                NodeStatus::Unreadable { reason: why }
+            }
+        };
+        self.last_failure = Some(status.clone());
+        status
+    }
+
+    /// Logs a problem once, when it differs from the last one.
+    fn note(&mut self, problem: String, level: Level) {
+        if self.last_problem.as_deref() == Some(problem.as_str()) {
+            return;
+        }
+        match level {
+            Level::Warn => warn!(event = "mysqld", endpoint = %self.target.endpoint, "{problem}"),
+            Level::Error => error!(event = "mysqld", endpoint = %self.target.endpoint, "{problem}"),
+        }
+        self.last_problem = Some(problem);
+    }
+}
+
+enum Level {
+    Warn,
+    Error,
+}
+
+fn opts(t: &MysqlTarget) -> Opts {
+    let mut b = OptsBuilder::default()
+        .user(Some(&t.user))
+        .pass(Some(&t.password))
+        // Stay on the endpoint the config names; never switch to a socket behind its back.
+        .prefer_socket(false)
+        .stmt_cache_size(0)
+        // A vanished peer (host down, cable cut) is noticed even between queries.
+        .tcp_keepalive(Some(Duration::from_secs(5)));
+    match &t.endpoint {
+        Endpoint::Tcp { host, port } => b = b.ip_or_hostname(host.clone()).tcp_port(*port),
+        Endpoint::Socket(path) => b = b.socket(Some(path.to_string_lossy())),
+    }
+    if let Some(tls) = &t.tls {
+        b = b.ssl_opts(super::tls::ssl_opts(tls));
+    }
+    Opts::from(b)
+}

@@ -1,0 +1,234 @@
+//! The statements of one poll, and the tolerant decoding of their results.
+//!
+//! Two plain text-protocol queries on the agent's one connection: the mode variables and
+//! this server's uuid, then the member rows. Nothing is prepared, so a mysqld restart or
+//! a proxy in between never leaves a stale statement behind. Every value is decoded by
+//! hand: a NULL or an odd value becomes a clear [`ReadError::Malformed`], never a panic.
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row, Value};
+
+/// One result row; a cell the server did not send is NULL.
+type Cells = Vec<Value>;
+
+use super::{Member, MemberRole, MemberState};
+
+/// The variables every poll needs. Unknown variables (error 1193) mean the
+/// group_replication plugin is not loaded.
+pub const VARIABLES: &str = "SELECT @@server_uuid, @@group_replication_single_primary_mode, \
+     @@group_replication_enforce_update_everywhere_checks";
+
+/// This member's view of the group.
+pub const MEMBERS: &str = "SELECT MEMBER_ID, MEMBER_HOST, MEMBER_PORT, MEMBER_STATE, MEMBER_ROLE \
+     FROM performance_schema.replication_group_members";
+
+/// The error MySQL returns for an unknown system variable.
+pub const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
+
+/// What one poll read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub server_uuid: String,
+    pub single_primary: bool,
+    pub enforce_everywhere: bool,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug)]
+pub enum ReadError {
+    /// The server or the connection failed.
+    Sql(mysql_async::Error),
+    /// The server answered with something this agent cannot read.
+    Malformed(String),
+}
+
+impl From<mysql_async::Error> for ReadError {
+    fn from(e: mysql_async::Error) -> Self {
+        ReadError::Sql(e)
+    }
+}
+
+/// Runs the poll's queries on `conn`.
+pub async fn read(conn: &mut Conn) -> Result<View, ReadError> {
+    let vars: Vec<Row> = conn.query(VARIABLES).await?;
+    let members: Vec<Row> = conn.query(MEMBERS).await?;
+    decode(&cells(vars), &cells(members)).map_err(ReadError::Malformed)
+}
+
+fn cells(rows: Vec<Row>) -> Vec<Cells> {
+    rows.into_iter()
+        .map(|r| {
+            r.unwrap_raw()
+                .into_iter()
+                .map(|v| v.unwrap_or(Value::NULL))
+                .collect()
+        })
+        .collect()
+}
+
+/// Decodes the two results. Pure, so that every odd answer is tested without a server.
+pub fn decode(vars: &[Cells], members: &[Cells]) -> Result<View, String> {
+    let [row] = vars else {
+        return Err(format!(
+            "the variables query returned {} rows instead of 1",
+            vars.len()
+        ));
+    };
+    let server_uuid = text(row, 0, "@@server_uuid")?.unwrap_or_default();
+    let single_primary = flag(row, 1, "@@group_replication_single_primary_mode")?;
+    let enforce_everywhere = flag(
+        row,
+        2,
+        "@@group_replication_enforce_update_everywhere_checks",
+    )?;
+    let members = members
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            member(row).map_err(|e| format!("replication_group_members row {}: {e}", i + 1))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(View {
+        server_uuid,
+        single_primary,
+        enforce_everywhere,
+        members,
+    })
+}
+
+fn member(row: &Cells) -> Result<Member, String> {
+    let uuid = text(row, 0, "MEMBER_ID")?.unwrap_or_default();
+    let host = text(row, 1, "MEMBER_HOST")?.unwrap_or_default();
+    let port = port(row, 2)?;
+    let state = text(row, 3, "MEMBER_STATE")?.unwrap_or_default();
+    let role = text(row, 4, "MEMBER_ROLE")?.unwrap_or_default();
+    Ok(Member {
+        uuid,
+        host,
+        port,
+        state: MemberState::parse(&state),
+        role: MemberRole::parse(&role),
+    })
+}
+
+fn value<'a>(row: &'a Cells, i: usize, name: &str) -> Result<&'a Value, String> {
+    row.get(i)
+        .ok_or_else(|| format!("{name} is missing from the result"))
+}
+
+/// A string column; NULL is `None`.
+fn text(row: &Cells, i: usize, name: &str) -> Result<Option<String>, String> {
+    match value(row, i, name)? {
+        Value::NULL => Ok(None),
+        Value::Bytes(b) => String::from_utf8(b.clone())
+            .map(Some)
+            .map_err(|_| format!("{name} is not UTF-8")),
+        Value::Int(n) => Ok(Some(n.to_string())),
+        Value::UInt(n) => Ok(Some(n.to_string())),
+        other => Err(format!("{name} has an unexpected value {other:?}")),
+    }
+}
+
+/// A boolean variable, as MySQL shows it: 1/0, or ON/OFF.
+fn flag(row: &Cells, i: usize, name: &str) -> Result<bool, String> {
+    match text(row, i, name)?
+        .as_deref()
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        Some("1" | "ON") => Ok(true),
+        Some("0" | "OFF") => Ok(false),
+        Some(other) => Err(format!("{name} is {other:?}, expected 1/0 or ON/OFF")),
+        None => Err(format!("{name} is NULL")),
+    }
+}
+
+/// MEMBER_PORT: NULL while the plugin never started.
+fn port(row: &Cells, i: usize) -> Result<Option<u16>, String> {
+    match text(row, i, "MEMBER_PORT")? {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("MEMBER_PORT is {s:?}, not a port number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(values: Vec<Value>) -> Cells {
+        values
+    }
+
+    fn s(v: &str) -> Value {
+        Value::Bytes(v.as_bytes().to_vec())
+    }
+
+    fn vars(uuid: &str, single: &str, everywhere: &str) -> Vec<Cells> {
+        vec![row(vec![s(uuid), s(single), s(everywhere)])]
+    }
+
+    #[test]
+    fn decodes_a_view() {
+        let members = vec![
+            row(vec![
+                s("u1"),
+                s("db1"),
+                s("3306"),
+                s("ONLINE"),
+                s("PRIMARY"),
+            ]),
+            row(vec![
+                s("u2"),
+                s("db2"),
+                Value::Int(3306),
+                s("RECOVERING"),
+                s(""),
+            ]),
+        ];
+        let view = decode(&vars("u1", "1", "OFF"), &members).unwrap();
+        assert_eq!(view.server_uuid, "u1");
+        assert!(view.single_primary);
+        assert!(!view.enforce_everywhere);
+        assert_eq!(view.members[0].role, Some(MemberRole::Primary));
+        assert_eq!(view.members[1].state, MemberState::Recovering);
+        assert_eq!(view.members[1].role, None);
+        assert_eq!(view.members[1].port, Some(3306));
+    }
+
+    #[test]
+    fn null_port_is_accepted_null_mode_is_not() {
+        let members = vec![row(vec![s(""), s(""), Value::NULL, s("OFFLINE"), s("")])];
+        let view = decode(&vars("u1", "ON", "0"), &members).unwrap();
+        assert_eq!(view.members[0].port, None);
+        let bad = vec![row(vec![s("u1"), Value::NULL, s("0")])];
+        let err = decode(&bad, &[]).unwrap_err();
+        assert!(err.contains("single_primary_mode is NULL"), "{err}");
+    }
+
+    #[test]
+    fn odd_values_are_named() {
+        let err = decode(&vars("u1", "maybe", "0"), &[]).unwrap_err();
+        assert!(err.contains("\"MAYBE\""), "{err}");
+        let members = vec![row(vec![
+            s("u1"),
+            s("db1"),
+            s("99999"),
+            s("ONLINE"),
+            s("PRIMARY"),
+        ])];
+        let err = decode(&vars("u1", "1", "0"), &members).unwrap_err();
+        assert!(
+            err.contains("row 1") && err.contains("MEMBER_PORT"),
+            "{err}"
+        );
+        let short = vec![row(vec![s("u1"), s("db1")])];
+        let err = decode(&vars("u1", "1", "0"), &short).unwrap_err();
+        assert!(err.contains("MEMBER_PORT is missing"), "{err}");
+        let err = decode(&[], &[]).unwrap_err();
+        assert!(err.contains("0 rows"), "{err}");
+    }
+}
