@@ -6,11 +6,19 @@
 //! - [`sim`]: a simulated MySQL Group Replication group that speaks the real MySQL wire
 //!   protocol, scripted by a controller.
 //! - [`netns`]: running code or processes inside one network namespace only.
+//! - [`scratch`]: temp directories removed on drop.
+//! - [`cluster`]: the lab, the group and one vip-agent per host together, as the
+//!   end-to-end tests and `cargo xtask demo` use them.
+//! - [`mariadb`]: a private, real MariaDB server (a child process) for the tests of the
+//!   agent's connection to mysqld: authentication, max_connections, TLS, stop and kill.
 //!
 //! Nothing here ships inside the agent.
 
+pub mod cluster;
 pub mod lab;
+pub mod mariadb;
 pub mod netns;
+pub mod scratch;
 pub mod sim;
 
 /// Whether privileged tests may run. Lab, eBPF and netlink tests need root.

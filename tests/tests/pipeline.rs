@@ -4,17 +4,12 @@
 
 use std::fs;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use vip_tests::lab::{Lab, wait_for};
-
-/// A scratch file for a process's output, unique to this test run.
-fn scratch(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("vip-pipeline-{}-{name}", std::process::id()))
-}
 
 /// Sums the per-CPU packet counts that bpftool prints for destination `dst`.
 fn bpftool_packets(pin: &Path, dst: IpAddr) -> u64 {
@@ -66,7 +61,8 @@ fn agent_loads_embedded_xdp_program_in_a_lab_host_and_counts_real_packets() {
     let pin = Path::new("/sys/fs/bpf/vip-agent")
         .join(&instance)
         .join("dst_packets");
-    let (stdout_path, stderr_path) = (scratch("stdout"), scratch("stderr"));
+    let scratch = vip_tests::scratch::TempDir::new("pipeline");
+    let (stdout_path, stderr_path) = (scratch.join("stdout"), scratch.join("stderr"));
 
     let agent = host
         .spawn(
@@ -134,8 +130,6 @@ fn agent_loads_embedded_xdp_program_in_a_lab_host_and_counts_real_packets() {
         !pin.exists() && !pin.parent().unwrap().exists(),
         "pins left behind"
     );
-    let _ = fs::remove_file(stdout_path);
-    let _ = fs::remove_file(stderr_path);
 }
 
 #[test]

@@ -548,8 +548,7 @@ async fn too_many_connections_refuses_new_keeps_open() {
 
 #[tokio::test]
 async fn unix_socket_member() {
-    let dir = std::env::temp_dir().join(format!("vip-sim-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = vip_tests::scratch::TempDir::new("sim");
     let path = dir.join("m0.sock");
     let group = SimGroup::builder()
         .member(MemberSpec::unix(&path))
@@ -578,7 +577,6 @@ async fn unix_socket_member() {
     connect(&group, 0).await.ping().await.unwrap();
     drop(group);
     assert!(!path.exists(), "the socket file is removed with the group");
-    let _ = std::fs::remove_dir(&dir);
 }
 
 /// Members in lab hosts, seen by a client in a lab client: the TCP path the agent uses.

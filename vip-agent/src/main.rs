@@ -3,10 +3,11 @@
 //!
 //! This file is only the command line; each command lives in its own module.
 
-mod datapath;
+use vip_agent::{agent, config, datapath};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -18,6 +19,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the agent: follow the local mysqld's view of the group and move the VIPs.
+    /// Runs until SIGTERM or Ctrl-C, and leaves the VIPs in place when it stops.
+    Run {
+        /// The TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Remove this instance's VIPs from the NIC and its pinned maps (maintenance, or
+    /// systemd ExecStopPost when wanted).
+    Release {
+        /// The TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Count packets per destination address on an interface with the embedded XDP
     /// program, and pin the counters for bpftool. A check that this host can load and
     /// run vip-agent's eBPF programs. Prints one JSON line per interval and a last one on
@@ -33,17 +48,39 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
     },
+    /// Validate a config file without touching anything: print every problem (exit 1)
+    /// or a summary of what the agent would do (exit 0).
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+    /// Print the vip-agent TOML equivalent of the greatdb_ha settings in a my.cnf
+    /// (following !include / !includedir); warnings about dropped settings go to stderr.
+    ImportMycnf {
+        /// The my.cnf to read, e.g. /etc/my.cnf.
+        path: PathBuf,
+        /// Import only this group, e.g. mysqld3306 (default: every instance group, or
+        /// [mysqld] when there are none).
+        #[arg(long)]
+        section: Option<String>,
+    },
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    vip_agent::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Release { config } => release(&config),
         Command::CountPackets {
             iface,
             instance,
             interval_ms,
         } => count_packets(&iface, &instance, Duration::from_millis(interval_ms)),
+        Command::CheckConfig { file } => std::process::exit(config::cli::check_config(&file)),
+        Command::ImportMycnf { path, section } => {
+            std::process::exit(config::cli::import_mycnf(&path, section.as_deref()))
+        }
     };
     if let Err(e) = result {
         eprintln!("vip-agent: error: {e:#}");
@@ -51,20 +88,55 @@ fn main() {
     }
 }
 
+/// Loads the config, printing every problem and exiting 1 if there are any.
+fn load_config(path: &Path) -> config::Config {
+    config::load(path).unwrap_or_else(|errors| {
+        eprintln!("vip-agent: {} is not valid:\n{errors}", path.display());
+        std::process::exit(1);
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run(path: &Path) -> Result<()> {
+    let cfg = load_config(path);
+    runtime()?.block_on(async { agent::Agent::new(cfg).await?.run().await })
+}
+
+fn release(path: &Path) -> Result<()> {
+    let cfg = load_config(path);
+    let released = runtime()?.block_on(agent::release(&cfg))?;
+    if released.is_empty() {
+        println!(
+            "instance {}: no VIP was bound on {}",
+            cfg.instance, cfg.vip.nic
+        );
+    }
+    for vip in released {
+        println!(
+            "instance {}: released {vip} from {}",
+            cfg.instance, cfg.vip.nic
+        );
+    }
+    Ok(())
+}
+
 fn count_packets(iface: &str, instance: &str, interval: Duration) -> Result<()> {
     let pin_dir = datapath::pin_dir(instance)?;
     let counter = datapath::load()
         .and_then(|ebpf| datapath::count_dst::CountDst::attach(ebpf, iface, &pin_dir))
         .inspect_err(|_| datapath::remove_empty_pin_dir(instance))?;
-    log::info!(
+    tracing::info!(
         "count_dst attached to {iface}; counters pinned at {} (bpftool map dump pinned {})",
         counter.pin_path().display(),
         counter.pin_path().display()
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime()?;
     let print = |counter: &datapath::count_dst::CountDst| -> Result<()> {
         let line = serde_json::json!({ "iface": iface, "counters": counter.read()? });
         println!("{line}");
@@ -88,6 +160,6 @@ fn count_packets(iface: &str, instance: &str, interval: Duration) -> Result<()> 
     counter.unpin()?;
     drop(counter);
     datapath::remove_pins(instance)?;
-    log::info!("count_dst detached from {iface}; pins removed");
+    tracing::info!("count_dst detached from {iface}; pins removed");
     Ok(())
 }

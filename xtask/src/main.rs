@@ -2,11 +2,13 @@
 //!
 //! - `build-ebpf`: installs what the eBPF build needs (idempotently) and builds the
 //!   programs for `bpfel-unknown-none`.
+//! - `demo`: the failover demo (the lab, the simulated group, one agent per host).
 //! - `test`: the project's whole test run, from a fresh machine: packages, eBPF build,
 //!   formatting, lints and every test.
 
 mod build_ebpf;
 mod cmd;
+mod demo;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// The failover demo in the lab, on the embedded simulated group (needs root).
+    Demo,
     /// Build the eBPF programs (installing rust-src and bpf-linker first if missing).
     BuildEbpf,
     /// Run the whole test suite as CI does (needs root): installs apt packages, builds
@@ -34,6 +38,7 @@ enum Task {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.task {
+        Task::Demo => demo::run(),
         Task::BuildEbpf => build_ebpf::run().map(|object| println!("{}", object.display())),
         Task::Test { cargo_test_args } => test::run(&cargo_test_args),
     };

@@ -9,8 +9,18 @@ use anyhow::{Context, Result, bail};
 use std::process::Command;
 
 /// Debian packages the tests use: `ip` for the lab, `ping` for reachability, bpftool to
-/// read pinned maps the way an operator does.
-const APT_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "bpftool"];
+/// read pinned maps the way an operator does, a real MariaDB server for the tests of the
+/// MGR poller (`mariadbd` and `mariadb-install-db`, which needs `my_print_defaults` from
+/// the client package; the `-core` packages only, so no system service is installed or
+/// started) and `openssl` for the certificates of its TLS tests.
+const APT_PACKAGES: &[&str] = &[
+    "iproute2",
+    "iputils-ping",
+    "bpftool",
+    "mariadb-server-core",
+    "mariadb-client-core",
+    "openssl",
+];
 
 pub fn run(cargo_test_args: &[String]) -> Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.

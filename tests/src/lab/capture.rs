@@ -43,6 +43,21 @@ pub struct Announcement {
     pub port: String,
 }
 
+impl Announcement {
+    /// A gratuitous ARP or an unsolicited override NA: what an agent sends when it takes
+    /// an address, as opposed to the ARP replies and solicited NAs of normal traffic.
+    pub fn is_unsolicited(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::GratuitousArp
+                | Kind::NeighbourAdvert {
+                    override_flag: true,
+                    solicited: false,
+                }
+        )
+    }
+}
+
 /// A running capture; it stops when dropped.
 pub struct Capture {
     seen: Arc<Mutex<Vec<Announcement>>>,

@@ -1,0 +1,378 @@
+//! A whole deployment in the lab: a simulated MGR group with one member per lab host, a
+//! vip-agent beside each member, and clients. Used by the end-to-end tests and by
+//! `cargo xtask demo`, so both drive exactly the same setup.
+//!
+//! Each member listens on [::]:3306 (dual stack) inside its host, so it answers on the
+//! host's own addresses and on any VIP bound there, IPv4 or IPv6, as a mysqld with
+//! `bind_address=*` does. Each agent
+//! reaches its own mysqld on 127.0.0.1:3306 and logs JSON to a file the cluster reads back
+//! for timelines.
+
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use mysql_async::prelude::Queryable;
+
+use crate::lab::{Host, Lab, Proc, wait_for};
+use crate::sim::{MemberSpec, SimGroup, SimGroupBuilder};
+
+pub const MYSQL_USER: &str = "vip_agent";
+pub const MYSQL_PASSWORD: &str = "demo-secret";
+pub const MYSQL_PORT: u16 = 3306;
+
+/// What each agent is configured with.
+#[derive(Clone, Debug)]
+pub struct VipSettings {
+    pub write_vip: IpAddr,
+    pub prefix: u8,
+    pub label: String,
+    pub announce_count: u32,
+    pub announce_interval_ms: u64,
+    pub poll_interval_ms: u64,
+    pub timeout_ms: u64,
+    pub hung_after_polls: u32,
+    pub instance: String,
+}
+
+impl Default for VipSettings {
+    fn default() -> Self {
+        VipSettings {
+            write_vip: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 50)),
+            prefix: 24,
+            label: "eth0:0".into(),
+            announce_count: 5,
+            announce_interval_ms: 100,
+            poll_interval_ms: 100,
+            timeout_ms: 500,
+            hung_after_polls: 3,
+            instance: "demo".into(),
+        }
+    }
+}
+
+impl VipSettings {
+    /// The config file text for an agent beside a member.
+    pub fn toml(&self, password_file: &Path) -> String {
+        format!(
+            r#"instance = "{instance}"
+
+[mysql]
+host = "127.0.0.1"
+port = {port}
+user = "{user}"
+password_file = "{pw}"
+connect_timeout_ms = {t}
+query_timeout_ms = {t}
+poll_interval_ms = {poll}
+hung_after_polls = {hung}
+
+[vip]
+enable = true
+write_vip = "{vip}"
+prefix = {prefix}
+nic = "eth0"
+label = "{label}"
+announce_count = {count}
+announce_interval_ms = {interval}
+"#,
+            instance = self.instance,
+            port = MYSQL_PORT,
+            user = MYSQL_USER,
+            pw = password_file.display(),
+            t = self.timeout_ms,
+            poll = self.poll_interval_ms,
+            hung = self.hung_after_polls,
+            vip = self.write_vip,
+            prefix = self.prefix,
+            label = self.label,
+            count = self.announce_count,
+            interval = self.announce_interval_ms,
+        )
+    }
+}
+
+/// A running agent and where its logs go.
+pub struct Agent {
+    pub proc: Proc,
+    pub log: PathBuf,
+    pub config: PathBuf,
+}
+
+/// The lab, the group and the agents. Dropping it stops everything and removes it all.
+pub struct Cluster {
+    pub group: SimGroup,
+    pub agents: Vec<Option<Agent>>,
+    pub settings: VipSettings,
+    agent_bin: PathBuf,
+    dir: PathBuf,
+    // Declared last: dropped after the group and the agents.
+    pub lab: Lab,
+}
+
+impl Cluster {
+    /// Builds a lab with `hosts` hosts and one client, a group with one member per host,
+    /// and starts an agent on every host. Must be called inside a tokio runtime.
+    pub fn start(
+        hosts: usize,
+        settings: VipSettings,
+        agent_bin: PathBuf,
+        group: impl FnOnce(SimGroupBuilder) -> SimGroupBuilder,
+    ) -> Result<Cluster> {
+        let lab = Lab::builder().hosts(hosts).clients(1).build()?;
+        let mut builder = SimGroup::builder().user(MYSQL_USER, MYSQL_PASSWORD);
+        for host in lab.hosts() {
+            let any = SocketAddr::from((Ipv6Addr::UNSPECIFIED, MYSQL_PORT));
+            builder = builder.member(
+                MemberSpec::tcp_in_netns(host.ns(), any)
+                    .report_host(host.ipv4().to_string())
+                    .port(MYSQL_PORT),
+            );
+        }
+        let group = group(builder).start()?;
+        let dir = std::env::temp_dir().join(format!("vip-cluster-{}", lab.id()));
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut cluster = Cluster {
+            group,
+            agents: Vec::new(),
+            settings,
+            agent_bin,
+            dir,
+            lab,
+        };
+        for i in 0..hosts {
+            cluster.set_agent_password(i, MYSQL_PASSWORD)?;
+            let agent = cluster.spawn_agent(i)?;
+            cluster.agents.push(Some(agent));
+        }
+        Ok(cluster)
+    }
+
+    fn password_file(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("h{}.password", i + 1))
+    }
+
+    /// Writes the password agent `i` uses (read at its next start).
+    pub fn set_agent_password(&self, i: usize, password: &str) -> Result<()> {
+        let path = self.password_file(i);
+        fs::write(&path, format!("{password}\n"))
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    fn spawn_agent(&self, i: usize) -> Result<Agent> {
+        self.spawn_agent_with(i, &self.settings, &format!("h{}", i + 1))
+    }
+
+    /// Starts one more agent on host `i` with other settings (another instance beside
+    /// the same mysqld); `name` names its config and log files. The caller owns it.
+    pub fn spawn_agent_with(&self, i: usize, settings: &VipSettings, name: &str) -> Result<Agent> {
+        let config = self.dir.join(format!("{name}.toml"));
+        fs::write(&config, settings.toml(&self.password_file(i)))?;
+        let log = self.dir.join(format!("{name}.log"));
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let proc = self.lab.host(i).spawn(
+            Command::new(&self.agent_bin)
+                .args(["run", "--config"])
+                .arg(&config)
+                .env("VIP_AGENT_LOG_FORMAT", "json")
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log_file)),
+        )?;
+        Ok(Agent { proc, log, config })
+    }
+
+    /// Runs `vip-agent ARGS` to completion inside host `i` and returns its output.
+    pub fn agent_command(&self, i: usize, args: &[&str]) -> Result<std::process::Output> {
+        let mut cmd = Command::new(&self.agent_bin);
+        cmd.args(args);
+        crate::netns::command_in(self.host(i).ns(), &mut cmd)?;
+        Ok(cmd.output()?)
+    }
+
+    /// Starts agent `i` again (after [`Cluster::stop_agent`]); its log is appended to.
+    pub fn restart_agent(&mut self, i: usize) -> Result<()> {
+        let agent = self.spawn_agent(i)?;
+        self.agents[i] = Some(agent);
+        Ok(())
+    }
+
+    /// Stops agent `i` with SIGTERM (it leaves its VIPs in place).
+    pub fn stop_agent(&mut self, i: usize) -> Result<()> {
+        if let Some(agent) = self.agents[i].take() {
+            agent.proc.stop(Duration::from_secs(5))?;
+        }
+        Ok(())
+    }
+
+    pub fn host(&self, i: usize) -> &Host {
+        self.lab.host(i)
+    }
+
+    pub fn client(&self) -> &Host {
+        self.lab.client(0)
+    }
+
+    /// Whether host `i` has the write VIP bound on eth0.
+    pub fn holds_vip(&self, i: usize) -> bool {
+        let vip = self.settings.write_vip;
+        self.host(i)
+            .addrs()
+            .is_ok_and(|addrs| addrs.iter().any(|a| a.addr == vip))
+    }
+
+    /// The hosts that hold the write VIP now.
+    pub fn holders(&self) -> Vec<usize> {
+        (0..self.lab.hosts().len())
+            .filter(|&i| self.holds_vip(i))
+            .collect()
+    }
+
+    /// Waits until exactly host `i` holds the write VIP.
+    pub fn wait_sole_holder(&self, i: usize, timeout: Duration) -> Result<()> {
+        if wait_for(timeout, || self.holders() == [i]) {
+            return Ok(());
+        }
+        bail!(
+            "expected only h{} to hold {}, holders are {:?}\n{}",
+            i + 1,
+            self.settings.write_vip,
+            self.holders()
+                .iter()
+                .map(|h| format!("h{}", h + 1))
+                .collect::<Vec<_>>(),
+            self.logs()
+        )
+    }
+
+    /// Every agent's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for (i, agent) in self.agents.iter().enumerate() {
+            let path = self.dir.join(format!("h{}.log", i + 1));
+            let text = fs::read_to_string(&path).unwrap_or_default();
+            let state = if agent.is_some() {
+                "running"
+            } else {
+                "stopped"
+            };
+            out.push_str(&format!("--- agent h{} ({state}) ---\n{text}", i + 1));
+        }
+        out.push_str(&format!("--- group events ---\n{}", self.group.event_log()));
+        out
+    }
+
+    /// The events agent `i` logged (lines with an `event` field), oldest first.
+    pub fn events(&self, i: usize) -> Vec<AgentEvent> {
+        let path = self.dir.join(format!("h{}.log", i + 1));
+        fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(AgentEvent::parse)
+            .collect()
+    }
+
+    /// Connects through `addr`:3306 from the client and returns the server_uuid of the
+    /// member that answered, or the error. A new connection each time, as an application
+    /// reconnecting after a failover.
+    pub async fn client_server_uuid(&self, addr: IpAddr, timeout: Duration) -> Result<String> {
+        let ns = self.client().ns().to_owned();
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname(addr.to_string())
+            .tcp_port(MYSQL_PORT)
+            .user(Some(MYSQL_USER))
+            .pass(Some(MYSQL_PASSWORD))
+            .prefer_socket(false);
+        tokio::task::spawn_blocking(move || {
+            crate::netns::run_in(&ns, move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let query = async {
+                        let mut conn = mysql_async::Conn::new(opts).await?;
+                        let uuid: Option<String> = conn.query_first("SELECT @@server_uuid").await?;
+                        let _ = conn.disconnect().await;
+                        anyhow::Ok(uuid.unwrap_or_default())
+                    };
+                    tokio::time::timeout(timeout, query).await.map_err(|_| {
+                        anyhow::anyhow!("no answer through {addr} within {timeout:?}")
+                    })?
+                })
+            })?
+        })
+        .await?
+    }
+
+    /// Retries new client connections through `addr` until one reaches member `want`;
+    /// returns when that happened.
+    pub async fn wait_client_reaches(
+        &self,
+        addr: IpAddr,
+        want: usize,
+        timeout: Duration,
+    ) -> Result<SystemTime> {
+        let want_uuid = self.group.uuid(want);
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match self
+                .client_server_uuid(addr, Duration::from_millis(500))
+                .await
+            {
+                Ok(uuid) if uuid == want_uuid => return Ok(SystemTime::now()),
+                Ok(uuid) => last = format!("reached {uuid}"),
+                Err(e) => last = format!("{e:#}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bail!(
+            "the client never reached member {want} through {addr} (last: {last})\n{}",
+            self.logs()
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for agent in self.agents.iter_mut().filter_map(Option::take) {
+            let _ = agent.proc.kill();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One line of an agent's JSON log that carries an `event` field.
+#[derive(Clone, Debug)]
+pub struct AgentEvent {
+    pub at: SystemTime,
+    pub event: String,
+    pub message: String,
+    pub fields: serde_json::Value,
+}
+
+impl AgentEvent {
+    fn parse(line: &str) -> Option<AgentEvent> {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let fields = v.get("fields")?.clone();
+        let event = fields.get("event")?.as_str()?.to_owned();
+        let message = fields
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let at = humantime::parse_rfc3339(v.get("timestamp")?.as_str()?).ok()?;
+        Some(AgentEvent {
+            at,
+            event,
+            message,
+            fields,
+        })
+    }
+}

@@ -1,0 +1,356 @@
+//! The write VIP end to end: a simulated group in the lab, one vip-agent per host, and a
+//! client. Each test asserts what an operator or a client would see: the address on an
+//! interface, the client's neighbour cache, announcements on the wire, the member a new
+//! connection reaches.
+
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use vip_tests::cluster::{Cluster, VipSettings};
+use vip_tests::lab::wait_for;
+use vip_tests::sim::Endpoint;
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+fn v4() -> VipSettings {
+    VipSettings {
+        instance: "t4".into(),
+        ..VipSettings::default()
+    }
+}
+
+fn v6() -> VipSettings {
+    VipSettings {
+        write_vip: "2001:db8::50".parse().unwrap(),
+        prefix: 64,
+        instance: "t6".into(),
+        ..VipSettings::default()
+    }
+}
+
+fn start(settings: VipSettings) -> Cluster {
+    Cluster::start(3, settings, vip_tests::agent_binary(), |g| {
+        g.unreachable_after(Duration::from_millis(300))
+            .expel_after(Duration::from_millis(300))
+    })
+    .unwrap()
+}
+
+/// The client's neighbour-cache MAC for `ip`, if it has an entry with one.
+fn client_mac_for(cluster: &Cluster, ip: IpAddr) -> Option<String> {
+    cluster
+        .client()
+        .neighbours()
+        .ok()?
+        .into_iter()
+        .find(|n| n.ip == ip)
+        .and_then(|n| n.lladdr)
+        .map(|m| m.to_string())
+}
+
+/// Crash or switch over, then check the VIP moved, the client's cache follows the new
+/// owner's MAC, the wire carried exactly the configured announcements from it, and a new
+/// connection reaches the new primary.
+async fn failover(settings: VipSettings, crash: bool) {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let cluster = start(settings);
+    let vip = cluster.settings.write_vip;
+    cluster.wait_sole_holder(0, SETTLE).unwrap();
+    // The client talks to the primary through the VIP, so its neighbour cache has h1.
+    cluster.wait_client_reaches(vip, 0, SETTLE).await.unwrap();
+    assert_eq!(
+        client_mac_for(&cluster, vip),
+        Some(cluster.host(0).mac().to_string())
+    );
+
+    let capture = cluster.lab.capture().unwrap();
+    let new_primary = if crash {
+        cluster.group.crash(0).await.unwrap();
+        1
+    } else {
+        cluster.group.switchover(2).unwrap();
+        2
+    };
+    cluster.wait_sole_holder(new_primary, SETTLE).unwrap();
+    let new_mac = cluster.host(new_primary).mac().to_string();
+    assert!(
+        wait_for(SETTLE, || client_mac_for(&cluster, vip).as_deref()
+            == Some(new_mac.as_str())),
+        "the client's neighbour entry for {vip} still points at {:?}, not {new_mac}\n{}",
+        client_mac_for(&cluster, vip),
+        cluster.logs()
+    );
+    let count = cluster.settings.announce_count as usize;
+    let seen = capture
+        .wait_until(SETTLE, |a| {
+            a.iter()
+                .filter(|a| a.ip == vip && a.is_unsolicited())
+                .count()
+                >= count
+        })
+        .unwrap();
+    let ours: Vec<_> = seen
+        .iter()
+        .filter(|a| a.ip == vip && a.is_unsolicited())
+        .collect();
+    assert_eq!(ours.len(), count, "announcements: {ours:?}");
+    assert!(
+        ours.iter()
+            .all(|a| a.src_mac.to_string() == new_mac && a.port == format!("h{}", new_primary + 1)),
+        "announcements not all from the new primary: {ours:?}"
+    );
+    cluster
+        .wait_client_reaches(vip, new_primary, SETTLE)
+        .await
+        .unwrap();
+    // Settled: nobody else picked it up meanwhile, and no extra announcement followed.
+    assert_eq!(cluster.holders(), [new_primary], "{}", cluster.logs());
+    let total = capture
+        .announcements()
+        .into_iter()
+        .filter(|a| a.ip == vip && a.is_unsolicited())
+        .count();
+    assert_eq!(total, count, "{:?}", capture.announcements());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_crash_moves_the_ipv4_vip() {
+    failover(v4(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_crash_moves_the_ipv6_vip() {
+    failover(v6(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_moves_the_ipv4_vip() {
+    failover(v4(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_moves_the_ipv6_vip() {
+    failover(v6(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_cut_off_into_the_minority_releases_while_the_majority_takes_over() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let cluster = start(v4());
+    cluster.wait_sole_holder(0, SETTLE).unwrap();
+    let (h1, h2, h3) = (cluster.host(0), cluster.host(1), cluster.host(2));
+    cluster.lab.partition(&[&[h1], &[h2, h3]]).unwrap();
+    cluster.group.partition(&[&[0], &[1, 2]]).unwrap();
+    // h1 still sees itself PRIMARY but without quorum: it must let go; h2 is elected.
+    cluster.wait_sole_holder(1, SETTLE).unwrap();
+    // Never two holders from here on, while the partition lasts.
+    assert!(!wait_for(Duration::from_millis(500), || cluster
+        .holders()
+        .len()
+        > 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysqld_down_or_hung_releases_the_vip() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    for endpoint in [Endpoint::Down, Endpoint::Hung] {
+        let cluster = start(v4());
+        cluster.wait_sole_holder(0, SETTLE).unwrap();
+        cluster.group.set_endpoint(0, endpoint).await.unwrap();
+        let s = &cluster.settings;
+        // Down: within a poll plus the timeout; hung: after hung_after_polls timeouts.
+        // Generous bounds: these guard against hangs, the bench measures the times.
+        let bound = Duration::from_millis(
+            (s.poll_interval_ms + s.timeout_ms) * (s.hung_after_polls as u64 + 1) + 3000,
+        );
+        assert!(
+            wait_for(bound, || !cluster.holds_vip(0)),
+            "{endpoint:?}: h1 kept the VIP\n{}",
+            cluster.logs()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysqld_refusing_the_agent_keeps_the_vip() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    // The agent restarts while mysqld refuses it (max_connections reached, or a password
+    // changed under it). The group is healthy, so the VIP must stay.
+    let mut cluster = start(v4());
+    cluster.wait_sole_holder(0, SETTLE).unwrap();
+    cluster.stop_agent(0).unwrap();
+    cluster
+        .group
+        .set_endpoint(0, Endpoint::TooManyConnections)
+        .await
+        .unwrap();
+    cluster.restart_agent(0).unwrap();
+    assert!(
+        wait_for(SETTLE, || cluster
+            .events(0)
+            .iter()
+            .any(|e| e.event == "view" && e.message.contains("1040"))),
+        "the agent did not report error 1040\n{}",
+        cluster.logs()
+    );
+    assert_eq!(cluster.holders(), [0], "{}", cluster.logs());
+
+    cluster.stop_agent(0).unwrap();
+    cluster
+        .group
+        .set_endpoint(0, Endpoint::Serving)
+        .await
+        .unwrap();
+    cluster.set_agent_password(0, "not-the-password").unwrap();
+    cluster.restart_agent(0).unwrap();
+    assert!(
+        wait_for(SETTLE, || cluster
+            .events(0)
+            .iter()
+            .filter(|e| e.event == "view")
+            .any(|e| e.message.contains("1045"))),
+        "the agent did not report error 1045\n{}",
+        cluster.logs()
+    );
+    assert_eq!(cluster.holders(), [0], "{}", cluster.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vip_deleted_by_hand_is_readded_and_announced() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let cluster = start(v4());
+    cluster.wait_sole_holder(0, SETTLE).unwrap();
+    let capture = cluster.lab.capture().unwrap();
+    cluster.host(0).del_addr("198.51.100.50/24").unwrap();
+    cluster.wait_sole_holder(0, SETTLE).unwrap();
+    let count = cluster.settings.announce_count as usize;
+    capture
+        .wait_until(SETTLE, |a| {
+            a.iter()
+                .filter(|a| a.port == "h1" && a.is_unsolicited())
+                .count()
+                >= count
+        })
+        .unwrap();
+    assert!(
+        cluster.events(0).iter().any(|e| e.event == "readded"),
+        "{}",
+        cluster.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restart_adopts_the_vip_without_removing_it() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let mut cluster = start(v4());
+    cluster.wait_sole_holder(0, SETTLE).unwrap();
+    // Watch h1's addresses for RTM_DELADDR while the agent restarts.
+    let scratch = vip_tests::scratch::TempDir::new("monitor");
+    let monitor_log = scratch.join("ip-monitor.log");
+    let monitor = cluster
+        .host(0)
+        .spawn(
+            Command::new("ip")
+                .args(["-o", "monitor", "address"])
+                .stdout(Stdio::from(std::fs::File::create(&monitor_log).unwrap())),
+        )
+        .unwrap();
+    cluster.stop_agent(0).unwrap();
+    assert_eq!(
+        cluster.holders(),
+        [0],
+        "SIGTERM must leave the VIP in place"
+    );
+    cluster.restart_agent(0).unwrap();
+    assert!(
+        wait_for(SETTLE, || cluster
+            .events(0)
+            .iter()
+            .any(|e| e.event == "adopted")),
+        "{}",
+        cluster.logs()
+    );
+    // A change made now shows up in the monitor, proving it was listening all along.
+    cluster.host(0).add_addr("198.51.100.77/24").unwrap();
+    assert!(wait_for(SETTLE, || std::fs::read_to_string(&monitor_log)
+        .unwrap_or_default()
+        .contains("198.51.100.77")));
+    monitor.kill().unwrap();
+    let events = std::fs::read_to_string(&monitor_log).unwrap();
+    assert!(
+        !events
+            .lines()
+            .any(|l| l.starts_with("Deleted") && l.contains("198.51.100.50")),
+        "the restart removed the VIP:\n{events}"
+    );
+    assert_eq!(cluster.holders(), [0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_host_keep_to_their_own_addresses() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let cluster = start(v4());
+    cluster.wait_sole_holder(0, SETTLE).unwrap();
+    // A second instance beside the same mysqld, with its own VIP and label.
+    let second = VipSettings {
+        write_vip: "198.51.100.60".parse().unwrap(),
+        label: "eth0:1".into(),
+        instance: "second".into(),
+        ..v4()
+    };
+    let agent = cluster.spawn_agent_with(0, &second, "h1-second").unwrap();
+    let labels = || {
+        let mut l: Vec<(String, Option<String>)> = cluster
+            .host(0)
+            .addrs()
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.addr.to_string().starts_with("198.51.100.") && a.label.is_some())
+            .filter(|a| a.addr != IpAddr::V4(cluster.host(0).ipv4()))
+            .map(|a| (a.addr.to_string(), a.label))
+            .collect();
+        l.sort();
+        l
+    };
+    let both = vec![
+        ("198.51.100.50".to_string(), Some("eth0:0".to_string())),
+        ("198.51.100.60".to_string(), Some("eth0:1".to_string())),
+    ];
+    assert!(
+        wait_for(SETTLE, || labels() == both),
+        "{:?}\n{}",
+        labels(),
+        cluster.logs()
+    );
+
+    // Releasing the second instance removes only its address.
+    agent.proc.stop(Duration::from_secs(5)).unwrap();
+    let out = cluster
+        .agent_command(
+            0,
+            &["release", "--config", &agent.config.display().to_string()],
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(labels(), both[..1]);
+    assert_eq!(cluster.holders(), [0]);
+}
