@@ -7,6 +7,9 @@ use std::time::Duration;
 use vip_agent::mgr::{Endpoint as Target, MysqlTarget, NodeStatus, Poller};
 use vip_tests::sim::{Endpoint, MemberAddr, MemberSpec, Plugin, SimGroup, SimGroupBuilder};
 
+mod common;
+use common::poller::{poll, wait_until};
+
 const DEADLINE: Duration = Duration::from_secs(5);
 const TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -41,27 +44,9 @@ fn poller(group: &SimGroup, i: usize) -> Poller {
     Poller::new(target(group, i, "secret"))
 }
 
-/// One poll, which must come back even if mysqld does not: a poll is bounded by the
-/// connect timeout plus the query timeout (and one reconnect), far below this guard.
-async fn poll(p: &mut Poller) -> NodeStatus {
-    tokio::time::timeout(Duration::from_secs(3), p.poll())
-        .await
-        .expect("a poll blocked past its timeouts")
-}
-
 /// Polls until `want` holds, and returns that status.
 async fn wait(p: &mut Poller, what: &str, want: impl Fn(&NodeStatus) -> bool) -> NodeStatus {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut last = None;
-    while tokio::time::Instant::now() < deadline {
-        let s = poll(p).await;
-        if want(&s) {
-            return s;
-        }
-        last = Some(s);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("never {what}; last status: {last:?}");
+    wait_until(p, DEADLINE, what, want).await
 }
 
 fn is_primary(s: &NodeStatus) -> bool {

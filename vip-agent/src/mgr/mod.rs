@@ -20,33 +20,18 @@ mod tls;
 pub mod trouble;
 
 use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::config::{MysqlConfig, MysqlEndpoint, TlsConfig};
+use crate::config::{MysqlConfig, TlsConfig};
 
 pub use classify::classify;
 pub use poll::Poller;
 pub use query::View;
 
-/// Where the local mysqld listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
-    Tcp { host: String, port: u16 },
-    Socket(PathBuf),
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
-            Endpoint::Tcp { host, port } => write!(f, "{host}:{port}"),
-            Endpoint::Socket(path) => write!(f, "{}", path.display()),
-        }
-    }
-}
+/// Where the local mysqld listens: the config's own type.
+pub use crate::config::MysqlEndpoint as Endpoint;
 
 /// How to reach and judge the local mysqld.
 #[derive(Clone, PartialEq, Eq)]
@@ -75,13 +60,7 @@ impl MysqlTarget {
         })?;
         let password = text.lines().next().unwrap_or("").to_string();
         Ok(MysqlTarget {
-            endpoint: match &cfg.endpoint {
-                MysqlEndpoint::Tcp { host, port } => Endpoint::Tcp {
-                    host: host.clone(),
-                    port: *port,
-                },
-                MysqlEndpoint::Socket(path) => Endpoint::Socket(path.clone()),
-            },
+            endpoint: cfg.endpoint.clone(),
             user: cfg.user.clone(),
             password,
             tls: cfg.tls.clone(),

@@ -40,9 +40,10 @@ pub struct Poller {
 /// What one attempt at reading the view came to.
 enum Outcome {
     Status(NodeStatus),
-    /// No answer in time; `step` says what was waited for.
+    /// No answer within `limit`; `step` says what was waited for.
     TimedOut {
         step: &'static str,
+        limit: Duration,
     },
     Failed(Trouble),
 }
@@ -93,7 +94,12 @@ impl Poller {
             Some(conn) => conn,
             None => {
                 match timeout(self.target.connect_timeout, Conn::new(self.opts.clone())).await {
-                    Err(_) => return Outcome::TimedOut { step: "connecting" },
+                    Err(_) => {
+                        return Outcome::TimedOut {
+                            step: "connecting",
+                            limit: self.target.connect_timeout,
+                        };
+                    }
                     Ok(Err(e)) => {
                         self.retry_at = Some(Instant::now() + self.backoff.fail());
                         return Outcome::Failed(trouble(&e));
@@ -111,6 +117,7 @@ impl Poller {
                 self.conn = None;
                 Outcome::TimedOut {
                     step: "reading the group view",
+                    limit: self.target.query_timeout,
                 }
             }
             Ok(Ok(view)) => Outcome::Status(classify(
@@ -153,13 +160,9 @@ impl Poller {
                 self.last_failure = None;
                 return status;
             }
-            Outcome::TimedOut { step } => {
+            Outcome::TimedOut { step, limit } => {
                 self.timed_out_polls += 1;
                 let n = self.timed_out_polls;
-                let limit = match step {
-                    "connecting" => self.target.connect_timeout,
-                    _ => self.target.query_timeout,
-                };
                 if n <= hung_after {
                     // Logged every time up to the verdict: each one brings it closer.
                     warn!(
