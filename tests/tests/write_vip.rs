@@ -66,6 +66,15 @@ async fn failover(settings: VipSettings, crash: bool) {
         Some(cluster.host(0).mac().to_string())
     );
 
+    // h1's own announcements must be over before the capture starts counting.
+    assert!(
+        wait_for(SETTLE, || cluster
+            .events(0)
+            .iter()
+            .any(|e| e.event == "announced")),
+        "{}",
+        cluster.logs()
+    );
     let capture = cluster.lab.capture().unwrap();
     let new_primary = if crash {
         cluster.group.crash(0).await.unwrap();
