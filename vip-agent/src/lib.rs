@@ -10,7 +10,10 @@
 
 pub mod agent;
 pub mod config;
+pub mod control;
 pub mod datapath;
 pub mod logging;
 pub mod mgr;
 pub mod net;
+pub mod peer;
+pub mod plan;
