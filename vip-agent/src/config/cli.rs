@@ -77,7 +77,29 @@ pub fn summary(cfg: &Config) -> String {
     if v.kill_connections_on_demotion {
         row("on demotion", "kill client connections".to_string());
     }
-    row("peer port", cfg.peer.port.to_string());
+    let p = &cfg.peer;
+    row(
+        "peer port",
+        format!(
+            "{}, at most {} connections, {}",
+            p.port,
+            p.max_connections,
+            match &p.key_file {
+                Some(key) => format!("key {}", key.display()),
+                None => "no key file".to_string(),
+            }
+        ),
+    );
+    row(
+        "peer timing",
+        format!(
+            "exchange {} ms, switchover wait {} ms, resync every {} ms",
+            p.timeout.as_millis(),
+            p.switchover_timeout.as_millis(),
+            p.resync_interval.as_millis()
+        ),
+    );
+    row("control socket", cfg.control.socket.display().to_string());
     out
 }
 

@@ -15,6 +15,7 @@ pub struct RawConfig {
     pub mysql: RawMysql,
     pub vip: RawVip,
     pub peer: RawPeer,
+    pub control: RawControl,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -59,10 +60,19 @@ pub struct RawVip {
 pub struct RawPeer {
     pub port: Option<i64>,
     pub key_file: Option<String>,
+    pub timeout_ms: Option<i64>,
+    pub switchover_timeout_ms: Option<i64>,
+    pub max_connections: Option<i64>,
+    pub resync_interval_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RawControl {
+    pub socket: Option<String>,
 }
 
 /// The keys each table allows, for the unknown-key check and its suggestions.
-pub const TOP_KEYS: &[&str] = &["instance", "mysql", "vip", "peer"];
+pub const TOP_KEYS: &[&str] = &["instance", "mysql", "vip", "peer", "control"];
 pub const MYSQL_KEYS: &[&str] = &[
     "host",
     "port",
@@ -90,13 +100,22 @@ pub const VIP_KEYS: &[&str] = &[
     "gateway",
     "kill_connections_on_demotion",
 ];
-pub const PEER_KEYS: &[&str] = &["port", "key_file"];
+pub const PEER_KEYS: &[&str] = &[
+    "port",
+    "key_file",
+    "timeout_ms",
+    "switchover_timeout_ms",
+    "max_connections",
+    "resync_interval_ms",
+];
+pub const CONTROL_KEYS: &[&str] = &["socket"];
 const TABLES: &[(&str, &[&str])] = &[
     ("", TOP_KEYS),
     ("mysql", MYSQL_KEYS),
     ("mysql.tls", TLS_KEYS),
     ("vip", VIP_KEYS),
     ("peer", PEER_KEYS),
+    ("control", CONTROL_KEYS),
 ];
 
 /// Reads the text. `Err` only for TOML syntax errors (nothing else can be trusted then);
@@ -123,10 +142,11 @@ pub fn read(text: &str) -> Result<(RawConfig, Vec<ConfigError>), Vec<ConfigError
         instance: top.get("instance"),
         ..RawConfig::default()
     };
-    let (mysql, vip, peer) = (
+    let (mysql, vip, peer, control) = (
         top.table_at("mysql"),
         top.table_at("vip"),
         top.table_at("peer"),
+        top.table_at("control"),
     );
     top.reject_unknown();
     if let Some(table) = mysql {
@@ -199,6 +219,22 @@ pub fn read(text: &str) -> Result<(RawConfig, Vec<ConfigError>), Vec<ConfigError
         raw.peer = RawPeer {
             port: t.get("port"),
             key_file: t.get("key_file"),
+            timeout_ms: t.get("timeout_ms"),
+            switchover_timeout_ms: t.get("switchover_timeout_ms"),
+            max_connections: t.get("max_connections"),
+            resync_interval_ms: t.get("resync_interval_ms"),
+        };
+        t.reject_unknown();
+    }
+    if let Some(table) = control {
+        let mut t = Table {
+            path: "control",
+            table,
+            text,
+            errors: &mut errors,
+        };
+        raw.control = RawControl {
+            socket: t.get("socket"),
         };
         t.reject_unknown();
     }
@@ -297,17 +333,34 @@ pub fn suggest(table: &str, name: &str) -> Option<String> {
         let var = greatdb::variable_for_key(key).unwrap_or(name);
         return Some(format!("{var} is `{key}` in vip-agent"));
     }
-    for (other, keys) in TABLES {
-        if *other != table && keys.contains(&lower.as_str()) {
-            let full = if other.is_empty() {
-                lower.clone()
-            } else {
-                format!("{other}.{lower}")
-            };
+    // A key of another table: name each table it can be in (`socket` is in two).
+    let elsewhere: Vec<&str> = TABLES
+        .iter()
+        .filter(|(other, keys)| *other != table && keys.contains(&lower.as_str()))
+        .map(|(other, _)| *other)
+        .collect();
+    let full = |other: &str| {
+        if other.is_empty() {
+            lower.clone()
+        } else {
+            format!("{other}.{lower}")
+        }
+    };
+    match elsewhere.as_slice() {
+        [] => {}
+        [other] => {
             return Some(format!(
-                "did you mean `{full}`? (it belongs in {})",
+                "did you mean `{}`? (it belongs in {})",
+                full(other),
                 table_name(other)
             ));
+        }
+        several => {
+            let options: Vec<String> = several
+                .iter()
+                .map(|o| format!("`{}` (in {})", full(o), table_name(o)))
+                .collect();
+            return Some(format!("did you mean {}?", options.join(" or ")));
         }
     }
     let allowed = TABLES.iter().find(|(p, _)| *p == table)?.1;
@@ -424,6 +477,18 @@ mod tests {
         assert_eq!(
             suggest("vip", "writevip").unwrap(),
             "did you mean `write_vip`?"
+        );
+        assert_eq!(
+            suggest("peer", "socket").unwrap(),
+            "did you mean `mysql.socket` (in [mysql]) or `control.socket` (in [control])?"
+        );
+        assert_eq!(
+            suggest("vip", "resync_interval_ms").unwrap(),
+            "did you mean `peer.resync_interval_ms`? (it belongs in [peer])"
+        );
+        assert_eq!(
+            suggest("control", "sockt").unwrap(),
+            "did you mean `socket`?"
         );
         assert_eq!(suggest("vip", "completely_different"), None);
         let e = errors("[vip]\ncompletely_different = 1\n");

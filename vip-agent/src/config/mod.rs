@@ -35,6 +35,7 @@ pub struct Config {
     pub mysql: MysqlConfig,
     pub vip: VipConfig,
     pub peer: PeerConfig,
+    pub control: ControlConfig,
 }
 
 /// How to reach the local mysqld.
@@ -136,10 +137,28 @@ impl VipConfig {
     }
 }
 
+/// The peer port: how the agents of one group talk to each other.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerConfig {
     pub port: u16,
+    /// Optional here; the agent requires it only where it needs one.
     pub key_file: Option<PathBuf>,
+    /// One exchange with another agent (connect, request, answer).
+    pub timeout: Duration,
+    /// How long a new primary waits for the old primary's agent to confirm that it
+    /// released the write VIP before binding it anyway. At least `timeout`.
+    pub switchover_timeout: Duration,
+    /// Peer connections served at once.
+    pub max_connections: u32,
+    /// How often the primary re-pushes the placement to the other agents.
+    pub resync_interval: Duration,
+}
+
+/// The control socket: how `vip-agent status` and the other verbs reach the running agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// A unix socket, mode 0600; default `/run/vip-agent/<instance>.sock`.
+    pub socket: PathBuf,
 }
 
 /// One problem in the configuration, printed on one line:
@@ -230,6 +249,21 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     match config {
         Some(config) if errors.is_empty() => Ok(config),
         _ => Err(ConfigErrors(errors)),
+    }
+}
+
+/// The control socket a config names, for the CLI verbs that talk to the running agent:
+/// only `instance` and `[control]` must be valid, so a file with problems elsewhere (or
+/// one written for another host) still gives it. `Err` holds the problems that matter.
+pub fn control_socket(text: &str) -> Result<PathBuf, ConfigErrors> {
+    let (config, errors) = parse_partial(text);
+    let relevant: Vec<ConfigError> = errors
+        .into_iter()
+        .filter(|e| e.key.is_empty() || e.key == "instance" || e.key.starts_with("control"))
+        .collect();
+    match config {
+        Some(config) if relevant.is_empty() => Ok(config.control.socket),
+        _ => Err(ConfigErrors(relevant)),
     }
 }
 

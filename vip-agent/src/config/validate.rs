@@ -6,10 +6,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::file::{RawConfig, RawMysql, RawPeer, RawVip};
+use super::file::{RawConfig, RawControl, RawMysql, RawPeer, RawVip};
 use super::{
-    Config, ConfigError, FloatingType, MysqlConfig, MysqlEndpoint, PeerConfig, TlsConfig,
-    VipConfig, quote,
+    Config, ConfigError, ControlConfig, FloatingType, MysqlConfig, MysqlEndpoint, PeerConfig,
+    TlsConfig, VipConfig, quote,
 };
 
 pub const DEFAULT_INSTANCE: &str = "default";
@@ -21,6 +21,19 @@ pub const DEFAULT_ANNOUNCE_INTERVAL_MS: u64 = 100;
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 100;
 pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
 pub const DEFAULT_HUNG_AFTER_POLLS: u32 = 3;
+pub const DEFAULT_PEER_TIMEOUT_MS: u64 = 1000;
+pub const PEER_TIMEOUT_RANGE: (i64, i64) = (100, 10_000);
+pub const DEFAULT_SWITCHOVER_TIMEOUT_MS: u64 = 5000;
+pub const SWITCHOVER_TIMEOUT_RANGE: (i64, i64) = (500, 60_000);
+pub const DEFAULT_PEER_MAX_CONNECTIONS: u32 = 32;
+pub const PEER_MAX_CONNECTIONS_RANGE: (i64, i64) = (1, 1024);
+/// greatdb_ha re-sends the placement every 20 s.
+pub const DEFAULT_RESYNC_INTERVAL_MS: u64 = 20_000;
+pub const RESYNC_INTERVAL_RANGE: (i64, i64) = (1000, 600_000);
+/// The control socket's folder; the file is `<instance>.sock`.
+pub const CONTROL_SOCKET_DIR: &str = "/run/vip-agent";
+/// `sun_path` holds 108 bytes with the terminating NUL.
+pub const SOCKET_PATH_MAX: usize = 107;
 /// Interface names and labels are at most IFNAMSIZ-1 bytes.
 pub const IFNAME_MAX: usize = 15;
 /// Upper bound of every `*_ms` setting: one hour is beyond any sane value.
@@ -33,12 +46,14 @@ pub fn validate(raw: &RawConfig) -> (Config, Vec<ConfigError>) {
     let mysql = mysql(&raw.mysql, &mut errors);
     let vip = vip(&raw.vip, &mut errors);
     let peer = peer(&raw.peer, &mut errors);
+    let control = control(&raw.control, &instance, &mysql.endpoint, &mut errors);
     (
         Config {
             instance,
             mysql,
             vip,
             peer,
+            control,
         },
         errors,
     )
@@ -600,13 +615,108 @@ fn absolute_path(key: &str, value: &str, errors: &mut Vec<ConfigError>) -> PathB
 }
 
 fn peer(raw: &RawPeer, errors: &mut Vec<ConfigError>) -> PeerConfig {
+    let timeout = millis(
+        "peer.timeout_ms",
+        raw.timeout_ms,
+        DEFAULT_PEER_TIMEOUT_MS,
+        PEER_TIMEOUT_RANGE,
+        errors,
+    );
+    let switchover_timeout = millis(
+        "peer.switchover_timeout_ms",
+        raw.switchover_timeout_ms,
+        DEFAULT_SWITCHOVER_TIMEOUT_MS,
+        SWITCHOVER_TIMEOUT_RANGE,
+        errors,
+    );
+    // Compared only when neither was replaced by its default after an error: that would
+    // report a second, made-up problem.
+    let valid = |v: Option<i64>, (lo, hi): (i64, i64)| v.is_none_or(|v| (lo..=hi).contains(&v));
+    if valid(raw.timeout_ms, PEER_TIMEOUT_RANGE)
+        && valid(raw.switchover_timeout_ms, SWITCHOVER_TIMEOUT_RANGE)
+        && switchover_timeout < timeout
+    {
+        let (switchover, timeout) = (switchover_timeout.as_millis(), timeout.as_millis());
+        let why = "the wait must cover at least one exchange with the old primary's agent";
+        errors.push(match raw.switchover_timeout_ms {
+            Some(_) => ConfigError::value(
+                "peer.switchover_timeout_ms",
+                switchover,
+                format!("must be at least peer.timeout_ms ({timeout}); {why}"),
+            ),
+            None => ConfigError::key(
+                "peer.switchover_timeout_ms",
+                format!(
+                    "its default {switchover} is less than peer.timeout_ms ({timeout}); set it to at least {timeout}: {why}"
+                ),
+            ),
+        });
+    }
     PeerConfig {
         port: port("peer.port", raw.port, DEFAULT_PEER_PORT, errors),
         key_file: raw
             .key_file
             .as_ref()
             .map(|p| absolute_path("peer.key_file", p, errors)),
+        timeout,
+        switchover_timeout,
+        max_connections: int(
+            "peer.max_connections",
+            raw.max_connections,
+            DEFAULT_PEER_MAX_CONNECTIONS,
+            PEER_MAX_CONNECTIONS_RANGE,
+            errors,
+        ),
+        resync_interval: millis(
+            "peer.resync_interval_ms",
+            raw.resync_interval_ms,
+            DEFAULT_RESYNC_INTERVAL_MS,
+            RESYNC_INTERVAL_RANGE,
+            errors,
+        ),
     }
+}
+
+/// `/run/vip-agent/<instance>.sock`: one socket per instance on a host.
+pub fn default_control_socket(instance: &str) -> PathBuf {
+    Path::new(CONTROL_SOCKET_DIR).join(format!("{instance}.sock"))
+}
+
+fn control(
+    raw: &RawControl,
+    instance: &str,
+    mysqld: &MysqlEndpoint,
+    errors: &mut Vec<ConfigError>,
+) -> ControlConfig {
+    let Some(text) = &raw.socket else {
+        return ControlConfig {
+            socket: default_control_socket(instance),
+        };
+    };
+    let key = "control.socket";
+    let before = errors.len();
+    let socket = absolute_path(key, text, errors);
+    if errors.len() == before {
+        let why = if text.ends_with('/') {
+            Some(
+                "names a folder; name the socket file, e.g. \"/run/vip-agent/<instance>.sock\""
+                    .to_string(),
+            )
+        } else if text.len() > SOCKET_PATH_MAX {
+            Some(format!(
+                "{} bytes; a unix socket path is at most {SOCKET_PATH_MAX}",
+                text.len()
+            ))
+        } else if *mysqld == MysqlEndpoint::Socket(socket.clone()) {
+            Some("same as mysql.socket; the agent's control socket needs its own path".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            errors.push(ConfigError::value(key, quote(text), why));
+        }
+    }
+    ControlConfig { socket }
 }
 
 #[cfg(test)]

@@ -49,6 +49,12 @@ fn a_minimal_config_gets_the_defaults() {
     assert_eq!(cfg.vip.announce_interval, Duration::from_millis(100));
     assert_eq!(cfg.vip.floating_type, FloatingType::ToPrimary);
     assert_eq!(cfg.peer.port, 33062);
+    assert_eq!(cfg.peer.key_file, None);
+    assert_eq!(cfg.peer.timeout, Duration::from_millis(1000));
+    assert_eq!(cfg.peer.switchover_timeout, Duration::from_millis(5000));
+    assert_eq!(cfg.peer.max_connections, 32);
+    assert_eq!(cfg.peer.resync_interval, Duration::from_millis(20_000));
+    assert_eq!(cfg.control.socket, Path::new("/run/vip-agent/default.sock"));
 }
 
 #[test]
@@ -83,6 +89,12 @@ kill_connections_on_demotion = true
 [peer]
 port = 33063
 key_file = "/etc/vip-agent/peer.key"
+timeout_ms = 250
+switchover_timeout_ms = 3000
+max_connections = 8
+resync_interval_ms = 60000
+[control]
+socket = "/run/vip-agent-alt/mgr3306.ctl"
 "#;
     let cfg = parse(text).unwrap();
     assert_eq!(
@@ -100,6 +112,14 @@ key_file = "/etc/vip-agent/peer.key"
     assert_eq!(
         cfg.peer.key_file.as_deref(),
         Some(Path::new("/etc/vip-agent/peer.key"))
+    );
+    assert_eq!(cfg.peer.timeout, Duration::from_millis(250));
+    assert_eq!(cfg.peer.switchover_timeout, Duration::from_millis(3000));
+    assert_eq!(cfg.peer.max_connections, 8);
+    assert_eq!(cfg.peer.resync_interval, Duration::from_secs(60));
+    assert_eq!(
+        cfg.control.socket,
+        Path::new("/run/vip-agent-alt/mgr3306.ctl")
     );
 }
 
@@ -469,4 +489,152 @@ fn wrong_types_carry_the_key_and_location() {
         "{e:#?}"
     );
     assert!(e[1].starts_with("vip.read_vips (line 9, column 13): invalid type: string \"198.51.100.51\", expected a sequence"), "{e:#?}");
+}
+
+/// A config with no VIP and `extra` appended (a [peer] or [control] table).
+fn without_vip(extra: &str) -> String {
+    format!("{MYSQL}[vip]\nenable = false\n{extra}\n")
+}
+
+#[test]
+fn peer_ranges() {
+    for (key, low, high) in [
+        ("timeout_ms", 100, 10_000),
+        ("switchover_timeout_ms", 500, 60_000),
+        ("max_connections", 1, 1024),
+        ("resync_interval_ms", 1000, 600_000),
+    ] {
+        for bad in [low - 1, high + 1] {
+            one_error(
+                &without_vip(&format!("[peer]\n{key} = {bad}")),
+                &format!("peer.{key} = {bad}: must be between {low} and {high}"),
+            );
+        }
+        // The bounds themselves are allowed (switchover_timeout_ms >= timeout_ms aside).
+        let timeout = if key == "switchover_timeout_ms" {
+            "\ntimeout_ms = 100"
+        } else {
+            ""
+        };
+        for good in [low, high] {
+            let text = without_vip(&format!("[peer]\n{key} = {good}{timeout}"));
+            if key == "timeout_ms" && good > 5000 {
+                continue; // above the default switchover wait; checked below
+            }
+            assert!(parse(&text).is_ok(), "{text}: {:?}", parse(&text));
+        }
+    }
+    let cfg = parse(&without_vip(
+        "[peer]\ntimeout_ms = 10000\nswitchover_timeout_ms = 10000",
+    ))
+    .unwrap();
+    assert_eq!(cfg.peer.timeout, cfg.peer.switchover_timeout);
+}
+
+#[test]
+fn switchover_wait_covers_one_exchange() {
+    one_error(
+        &without_vip("[peer]\ntimeout_ms = 2000\nswitchover_timeout_ms = 1500"),
+        "peer.switchover_timeout_ms = 1500: must be at least peer.timeout_ms (2000); the wait must cover",
+    );
+    one_error(
+        &without_vip("[peer]\ntimeout_ms = 8000"),
+        "peer.switchover_timeout_ms: its default 5000 is less than peer.timeout_ms (8000); set it to at least 8000",
+    );
+    // An invalid value is reported once, not compared as its default.
+    one_error(
+        &without_vip("[peer]\ntimeout_ms = 20000\nswitchover_timeout_ms = 600"),
+        "peer.timeout_ms = 20000: must be between 100 and 10000",
+    );
+}
+
+#[test]
+fn control_socket_default_follows_the_instance() {
+    let cfg = parse(&format!("instance = \"mgr3307\"\n{}", without_vip(""))).unwrap();
+    assert_eq!(cfg.control.socket, Path::new("/run/vip-agent/mgr3307.sock"));
+    assert_eq!(
+        default_control_socket("a"),
+        Path::new("/run/vip-agent/a.sock")
+    );
+}
+
+#[test]
+fn control_socket_rules() {
+    one_error(
+        &without_vip("[control]\nsocket = \"run/a.sock\""),
+        "control.socket = \"run/a.sock\": must be an absolute path",
+    );
+    one_error(
+        &without_vip("[control]\nsocket = \"/run/vip-agent/\""),
+        "control.socket = \"/run/vip-agent/\": names a folder",
+    );
+    let long = format!("/run/{}.sock", "a".repeat(100));
+    one_error(
+        &without_vip(&format!("[control]\nsocket = \"{long}\"")),
+        "control.socket = \"/run/aaaa",
+    );
+    assert!(
+        errors(&without_vip(&format!("[control]\nsocket = \"{long}\"")))[0]
+            .ends_with("110 bytes; a unix socket path is at most 107")
+    );
+    one_error(
+        &format!(
+            "{}socket = \"/run/mysqld/mysqld.sock\"\n[vip]\nenable = false\n[control]\nsocket = \"/run/mysqld/mysqld.sock\"",
+            MYSQL.replace("host = \"127.0.0.1\"\n", "")
+        ),
+        "control.socket = \"/run/mysqld/mysqld.sock\": same as mysql.socket",
+    );
+    one_error(
+        &without_vip("[control]\nsockett = \"/run/a.sock\""),
+        "control.sockett (line 8, column 1): unknown key; did you mean `socket`?",
+    );
+    one_error(
+        &without_vip("[control]\nsocket = 5"),
+        "control.socket (line 8, column 10): invalid type: integer `5`, expected a string",
+    );
+}
+
+#[test]
+fn the_control_socket_survives_problems_elsewhere() {
+    use crate::config::control_socket;
+    // A bad VIP and an unknown key elsewhere do not hide the socket from the CLI verbs.
+    let text = format!(
+        "instance = \"mgr3306\"\n{}",
+        with_vip("write_vip = \"198.51.100.300\"\nprefix = 24\nbogus = 1")
+    );
+    assert!(parse(&text).is_err());
+    assert_eq!(
+        control_socket(&text).unwrap(),
+        Path::new("/run/vip-agent/mgr3306.sock")
+    );
+    let text = format!(
+        "{}[control]\nsocket = \"/tmp/x.sock\"\n",
+        with_vip("prefix = 99")
+    );
+    assert_eq!(control_socket(&text).unwrap(), Path::new("/tmp/x.sock"));
+    // Problems with what names the socket do matter.
+    let e = control_socket("instance = \"a b\"\n").unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert!(e.0[0].to_string().starts_with("instance = \"a b\""), "{e}");
+    let e = control_socket("[control]\nsocket = \"x.sock\"\n").unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("control.socket = \"x.sock\": must be an absolute path"),
+        "{e}"
+    );
+    let e = control_socket("[controll]\n").unwrap_err();
+    assert!(e.to_string().contains("did you mean `control`?"), "{e}");
+    let e = control_socket("[control\n").unwrap_err();
+    assert!(e.to_string().contains("invalid TOML"), "{e}");
+}
+
+#[test]
+fn the_packaged_example_is_valid() {
+    let cfg = parse(include_str!("../../../packaging/vip-agent.example.toml"))
+        .unwrap_or_else(|e| panic!("packaging/vip-agent.example.toml:\n{e}"));
+    assert_eq!(
+        cfg.control.socket,
+        default_control_socket(&cfg.instance),
+        "the example shows the default socket"
+    );
 }
