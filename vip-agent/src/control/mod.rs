@@ -1,4 +1,13 @@
-//! The control socket: how the operator talks to a running agent (F3 skeleton).
+//! The control socket: how the operator talks to a running agent.
+//!
+//! A unix socket (default `/run/vip-agent/<instance>.sock`, mode 0600): one JSON
+//! [`Request`] line in, one JSON [`Response`] line out, per connection.
+//!
+//! - [`server`]: the agent's side; requests reach the agent's loop through a channel.
+//! - [`client`]: the CLI's side.
+
+pub mod client;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
