@@ -3,7 +3,8 @@
 //!
 //! This file is only the command line; each command lives in its own module.
 
-use vip_agent::{agent, config, datapath};
+use vip_agent::control::{Request, cli::Target};
+use vip_agent::{agent, config, control, datapath};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -64,6 +65,40 @@ enum Command {
         #[arg(long)]
         section: Option<String>,
     },
+    /// Show what the running agent sees and holds: this node's role and view, the
+    /// members and the VIPs placed on each, the peers' health and the subsystems.
+    /// Exit 0, 1 on an error, 2 when no agent is listening.
+    Status {
+        /// Print the status as one JSON object (for scripts and monitoring).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print the read-VIP placement the agent follows, in set-topology syntax.
+    Topology {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Place the read VIPs by hand (greatdb_ha_vip_tope): the primary's agent checks the
+    /// placement and pushes it to every member.
+    SetTopology {
+        /// The placement: "uuid1::vip1; uuid2::vip2,vip3".
+        text: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Re-read the group view, then re-apply and re-announce every VIP on every member
+    /// (greatdb_ha_force_change_mgr_vip = ON).
+    ForceRebind {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Make the running agent re-read its config file.
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 fn main() {
@@ -81,11 +116,23 @@ fn main() {
         Command::ImportMycnf { path, section } => {
             std::process::exit(config::cli::import_mycnf(&path, section.as_deref()))
         }
+        Command::Status { json, target } => ask(&target, &Request::Status, json),
+        Command::Topology { target } => ask(&target, &Request::Topology, false),
+        Command::SetTopology { text, target } => {
+            ask(&target, &Request::SetTopology { text }, false)
+        }
+        Command::ForceRebind { target } => ask(&target, &Request::ForceRebind, false),
+        Command::Reload { target } => ask(&target, &Request::Reload, false),
     };
     if let Err(e) = result {
         eprintln!("vip-agent: error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// A verb for the running agent: prints its answer and exits with the verb's code.
+fn ask(target: &Target, request: &Request, json: bool) -> ! {
+    std::process::exit(control::cli::run(target, request, json))
 }
 
 /// Loads the config, printing every problem and exiting 1 if there are any.

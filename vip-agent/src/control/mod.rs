@@ -5,8 +5,12 @@
 //!
 //! - [`server`]: the agent's side; requests reach the agent's loop through a channel.
 //! - [`client`]: the CLI's side.
+//! - [`render`]: a [`Status`] as text for people, or as JSON.
+//! - [`cli`]: the verbs `status`, `topology`, `set-topology`, `force-rebind`, `reload`.
 
+pub mod cli;
 pub mod client;
+pub mod render;
 pub mod server;
 
 use std::collections::BTreeMap;
