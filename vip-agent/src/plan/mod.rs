@@ -5,12 +5,14 @@
 //! override it with a manual [`topology`] (greatdb_ha's `vip_tope`), which lives until a
 //! membership change makes it invalid ([`topology::still_valid`]).
 //!
-//! - [`view`]: an [`Input`] made canonical: members by uuid, the valid claims.
-//! - [`place`]: the rules, per floating type; see its docs.
+//! - `view`: an [`Input`] made canonical: members by uuid, the valid claims.
+//! - [`place`]: the rules; `balance` (TO_ANOTHER_SECONDARY) and `keep` (TO_PRIMARY).
+//! - [`topology`]: the manual topology's syntax, its refusal rules, its lifetime.
 
 mod balance;
 mod keep;
 mod place;
+pub mod topology;
 mod view;
 
 #[cfg(test)]
@@ -19,6 +21,10 @@ mod place_props;
 mod place_tests;
 #[cfg(test)]
 mod testkit;
+#[cfg(test)]
+mod topology_props;
+#[cfg(test)]
+mod topology_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -28,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::FloatingType;
 
 pub use place::place;
+pub use topology::{Topology, TopologyEntry, TopologyErrors};
 
 /// An ONLINE member of the primary's view, as the planner sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -17,11 +17,11 @@ use crate::config::FloatingType;
 ///   dealt round-robin to the secondaries in uuid order (counts differ by at most one);
 ///   with no secondary, all go to the primary. Both floating types.
 /// - Otherwise, per floating type:
-///   - [`FloatingType::ToAnotherSecondary`]: see [`balance`](super::balance): while any
+///   - [`FloatingType::ToAnotherSecondary`]: see `balance.rs`: while any
 ///     secondary is ONLINE no read VIP is on the primary and the secondaries' counts
 ///     differ by at most one, reached with the fewest moves; with no secondary,
 ///     everything is on the primary.
-///   - [`FloatingType::ToPrimary`]: see [`keep`](super::keep): valid claims are kept,
+///   - [`FloatingType::ToPrimary`]: see `keep.rs`: valid claims are kept,
 ///     unheld VIPs go to the primary, then each empty secondary takes one VIP.
 ///
 /// Ties are broken by uuid (lowest first) and VIPs are taken in `read_vips` order (not

@@ -395,17 +395,22 @@ proptest! {
             .map(|(i, primary)| Member { uuid: uuid(i), primary })
             .collect();
         let pool = read_pool();
-        let read_vips: Vec<IpAddr> =
-            read.iter().map(|v| pool.get(*v).copied().unwrap_or(STRANGER_VIP)).collect();
+        let vip = |v: usize| pool.get(v).copied().unwrap_or(STRANGER_VIP);
+        let read_vips: Vec<IpAddr> = read.iter().map(|v| vip(*v)).collect();
         let mut holdings = Holdings::new();
         for (m, v) in claims {
-            holdings.entry(uuid(m)).or_default().insert(pool.get(v).copied().unwrap_or(STRANGER_VIP));
+            holdings.entry(uuid(m)).or_default().insert(vip(v));
         }
+        let floating = if another {
+            FloatingType::ToAnotherSecondary
+        } else {
+            FloatingType::ToPrimary
+        };
         let input = Input {
             members: &members,
             write_vip: Some(WRITE),
             read_vips: &read_vips,
-            floating: if another { FloatingType::ToAnotherSecondary } else { FloatingType::ToPrimary },
+            floating,
             holdings: &holdings,
         };
         let p = place(&input);
