@@ -1,11 +1,13 @@
 //! Developer tasks for vip-agent, run as `cargo xtask <task>`.
 //!
+//! - `bench`: the planner's benchmark (64 read VIPs over 9 members).
 //! - `build-ebpf`: installs what the eBPF build needs (idempotently) and builds the
 //!   programs for `bpfel-unknown-none`.
 //! - `demo`: the failover demo (the lab, the simulated group, one agent per host).
 //! - `test`: the project's whole test run, from a fresh machine: packages, eBPF build,
 //!   formatting, lints and every test.
 
+mod bench;
 mod build_ebpf;
 mod cmd;
 mod demo;
@@ -24,6 +26,8 @@ struct Cli {
 enum Task {
     /// The failover demo in the lab, on the embedded simulated group (needs root).
     Demo,
+    /// Benchmark the read VIP planner: 64 read VIPs over 9 members, both floating types.
+    Bench,
     /// Build the eBPF programs (installing rust-src and bpf-linker first if missing).
     BuildEbpf,
     /// Run the whole test suite as CI does (needs root): installs apt packages, builds
@@ -39,6 +43,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Demo => demo::run(),
+        Task::Bench => bench::run(),
         Task::BuildEbpf => build_ebpf::run().map(|object| println!("{}", object.display())),
         Task::Test { cargo_test_args } => test::run(&cargo_test_args),
     };

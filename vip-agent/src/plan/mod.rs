@@ -1,6 +1,30 @@
 //! Placement: who should hold which VIP. Pure: no I/O, no clock, deterministic.
 //!
-//! (F3 skeleton: the types are agreed; `place` and `topology` are being written.)
+//! The primary's agent collects what every ONLINE member holds ([`Holdings`]), calls
+//! [`place`] and pushes the resulting [`Placement`] to all agents. An operator may
+//! override it with a manual [`topology`] (greatdb_ha's `vip_tope`), which lives until a
+//! membership change makes it invalid ([`topology::still_valid`]).
+//!
+//! - `view`: an [`Input`] made canonical: members by uuid, the valid claims.
+//! - [`place`]: the rules; `balance` (TO_ANOTHER_SECONDARY) and `keep` (TO_PRIMARY).
+//! - [`topology`]: the manual topology's syntax, its refusal rules, its lifetime.
+
+mod balance;
+mod keep;
+mod place;
+pub mod topology;
+mod view;
+
+#[cfg(test)]
+mod place_props;
+#[cfg(test)]
+mod place_tests;
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod topology_props;
+#[cfg(test)]
+mod topology_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -8,6 +32,9 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::config::FloatingType;
+
+pub use place::place;
+pub use topology::{Topology, TopologyEntry, TopologyErrors};
 
 /// An ONLINE member of the primary's view, as the planner sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,4 +65,50 @@ pub struct Input<'a> {
     pub read_vips: &'a [IpAddr],
     pub floating: FloatingType,
     pub holdings: &'a Holdings,
+}
+
+impl Placement {
+    /// Every VIP `uuid` should hold: its read VIPs, and the write VIP if it is the holder.
+    pub fn held_by(&self, uuid: &str) -> BTreeSet<IpAddr> {
+        let write = self
+            .write
+            .iter()
+            .filter(|(_, holder)| holder == uuid)
+            .map(|(vip, _)| *vip);
+        let read = self
+            .read
+            .iter()
+            .filter(|(_, holder)| *holder == uuid)
+            .map(|(vip, _)| *vip);
+        write.chain(read).collect()
+    }
+
+    /// The read VIPs as [`Holdings`]: what each holder holds once this placement is
+    /// applied. Members holding nothing are absent.
+    pub fn read_holdings(&self) -> Holdings {
+        let mut holdings = Holdings::new();
+        for (vip, holder) in &self.read {
+            holdings.entry(holder.clone()).or_default().insert(*vip);
+        }
+        holdings
+    }
+
+    /// How many read VIPs change holder when going from `holdings` to this placement.
+    ///
+    /// A VIP's current holder is the lowest uuid in `holdings` that lists it (first claim
+    /// wins, as in [`place`]); a VIP nobody lists is being assigned, not moved. Pass the
+    /// holdings the planner saw, restricted to the ONLINE members: a VIP listed only by a
+    /// member that left would count as a move here, where the planner sees it as unheld.
+    pub fn moves_from(&self, holdings: &Holdings) -> usize {
+        let mut current: BTreeMap<IpAddr, &str> = BTreeMap::new();
+        for (uuid, vips) in holdings {
+            for vip in vips {
+                current.entry(*vip).or_insert(uuid);
+            }
+        }
+        self.read
+            .iter()
+            .filter(|(vip, holder)| current.get(vip).is_some_and(|was| was != holder))
+            .count()
+    }
 }
