@@ -36,6 +36,13 @@ pub struct VipSettings {
     pub timeout_ms: u64,
     pub hung_after_polls: u32,
     pub instance: String,
+    pub read_vips: Vec<IpAddr>,
+    /// TO_PRIMARY or TO_ANOTHER_SECONDARY.
+    pub floating_type: String,
+    pub peer_port: u16,
+    pub peer_timeout_ms: u64,
+    pub switchover_timeout_ms: u64,
+    pub resync_interval_ms: u64,
 }
 
 impl Default for VipSettings {
@@ -50,13 +57,20 @@ impl Default for VipSettings {
             timeout_ms: 500,
             hung_after_polls: 3,
             instance: "demo".into(),
+            read_vips: Vec::new(),
+            floating_type: "TO_PRIMARY".into(),
+            peer_port: 33062,
+            peer_timeout_ms: 1000,
+            switchover_timeout_ms: 3000,
+            resync_interval_ms: 20000,
         }
     }
 }
 
 impl VipSettings {
     /// The config file text for an agent beside a member.
-    pub fn toml(&self, password_file: &Path) -> String {
+    pub fn toml(&self, password_file: &Path, key_file: &Path, socket: &Path) -> String {
+        let read_vips: Vec<String> = self.read_vips.iter().map(|v| format!("\"{v}\"")).collect();
         format!(
             r#"instance = "{instance}"
 
@@ -78,6 +92,18 @@ nic = "eth0"
 label = "{label}"
 announce_count = {count}
 announce_interval_ms = {interval}
+read_vips = [{read_vips}]
+floating_type = "{floating}"
+
+[peer]
+port = {peer_port}
+key_file = "{key_file}"
+timeout_ms = {peer_timeout}
+switchover_timeout_ms = {switchover}
+resync_interval_ms = {resync}
+
+[control]
+socket = "{socket}"
 "#,
             instance = self.instance,
             port = MYSQL_PORT,
@@ -91,6 +117,14 @@ announce_interval_ms = {interval}
             label = self.label,
             count = self.announce_count,
             interval = self.announce_interval_ms,
+            read_vips = read_vips.join(", "),
+            floating = self.floating_type,
+            peer_port = self.peer_port,
+            key_file = key_file.display(),
+            peer_timeout = self.peer_timeout_ms,
+            switchover = self.switchover_timeout_ms,
+            resync = self.resync_interval_ms,
+            socket = socket.display(),
         )
     }
 }
@@ -100,7 +134,12 @@ pub struct Agent {
     pub proc: Proc,
     pub log: PathBuf,
     pub config: PathBuf,
+    /// Its control socket.
+    pub socket: PathBuf,
 }
+
+/// The peer key every agent of a cluster shares (hex, as `openssl rand -hex 32` writes).
+pub const PEER_KEY: &str = "5f0c2d8a9b7e41c3a6d2f1e0b9c8a7d6e5f4c3b2a1908f7e6d5c4b3a29181706";
 
 /// The lab, the group and the agents. Dropping it stops everything and removes it all.
 pub struct Cluster {
@@ -143,12 +182,56 @@ impl Cluster {
             dir,
             lab,
         };
+        cluster.write_key_file(PEER_KEY)?;
         for i in 0..hosts {
             cluster.set_agent_password(i, MYSQL_PASSWORD)?;
             let agent = cluster.spawn_agent(i)?;
             cluster.agents.push(Some(agent));
         }
         Ok(cluster)
+    }
+
+    /// The peer key file every agent reads (mode 0600).
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.join("peer.key")
+    }
+
+    /// Writes the shared peer key (read at start and at reload).
+    pub fn write_key_file(&self, hex: &str) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.key_file();
+        fs::write(&path, format!("{hex}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        Ok(())
+    }
+
+    /// Where agent `name` (h1, h2, …) serves its control socket.
+    pub fn socket(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.sock"))
+    }
+
+    /// Rewrites agent `i`'s config file with `settings` (for reload tests).
+    pub fn write_config(&self, i: usize, settings: &VipSettings) -> Result<()> {
+        let name = format!("h{}", i + 1);
+        let config = self.dir.join(format!("{name}.toml"));
+        fs::write(
+            &config,
+            settings.toml(
+                &self.password_file(i),
+                &self.key_file(),
+                &self.socket(&name),
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// Runs `vip-agent VERB ARGS --socket <agent i's socket>` and returns its output.
+    pub fn control(&self, i: usize, verb: &[&str]) -> Result<std::process::Output> {
+        let socket = self.socket(&format!("h{}", i + 1)).display().to_string();
+        let mut args: Vec<&str> = verb.to_vec();
+        args.extend(["--socket", &socket]);
+        self.agent_command(i, &args)
     }
 
     fn password_file(&self, i: usize) -> PathBuf {
@@ -170,7 +253,11 @@ impl Cluster {
     /// the same mysqld); `name` names its config and log files. The caller owns it.
     pub fn spawn_agent_with(&self, i: usize, settings: &VipSettings, name: &str) -> Result<Agent> {
         let config = self.dir.join(format!("{name}.toml"));
-        fs::write(&config, settings.toml(&self.password_file(i)))?;
+        let socket = self.socket(name);
+        fs::write(
+            &config,
+            settings.toml(&self.password_file(i), &self.key_file(), &socket),
+        )?;
         let log = self.dir.join(format!("{name}.log"));
         let log_file = fs::OpenOptions::new()
             .create(true)
@@ -185,7 +272,12 @@ impl Cluster {
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(log_file)),
         )?;
-        Ok(Agent { proc, log, config })
+        Ok(Agent {
+            proc,
+            log,
+            config,
+            socket,
+        })
     }
 
     /// Runs `vip-agent ARGS` to completion inside host `i` and returns its output.
@@ -232,6 +324,55 @@ impl Cluster {
         (0..self.lab.hosts().len())
             .filter(|&i| self.holds_vip(i))
             .collect()
+    }
+
+    /// The hosts that have `vip` bound on eth0 now.
+    pub fn holders_of(&self, vip: IpAddr) -> Vec<usize> {
+        (0..self.lab.hosts().len())
+            .filter(|&i| {
+                self.host(i)
+                    .addrs()
+                    .is_ok_and(|addrs| addrs.iter().any(|a| a.addr == vip))
+            })
+            .collect()
+    }
+
+    /// Each configured read VIP and the hosts holding it now.
+    pub fn read_placement(&self) -> Vec<(IpAddr, Vec<usize>)> {
+        self.settings
+            .read_vips
+            .iter()
+            .map(|&v| (v, self.holders_of(v)))
+            .collect()
+    }
+
+    /// How many read VIPs each host holds now (index = host).
+    pub fn read_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.lab.hosts().len()];
+        for (_, holders) in self.read_placement() {
+            for h in holders {
+                counts[h] += 1;
+            }
+        }
+        counts
+    }
+
+    /// Waits until `check` holds, or fails with `what`, the placement and every log.
+    pub fn wait(
+        &self,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&Cluster) -> bool,
+    ) -> Result<()> {
+        if wait_for(timeout, || check(self)) {
+            return Ok(());
+        }
+        bail!(
+            "timed out after {timeout:?} waiting for {what}; write VIP on {:?}, read VIPs {:?}\n{}",
+            self.holders(),
+            self.read_placement(),
+            self.logs()
+        )
     }
 
     /// Waits until exactly host `i` holds the write VIP.

@@ -24,8 +24,17 @@ fn agent(args: &[&str], path: &Path) -> (i32, String, String) {
     )
 }
 
+/// A peer key file as `openssl rand -hex 32` writes it, mode 0600.
+fn key_file(dir: &TempDir) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.write("peer.key", &format!("{}\n", "ab".repeat(32)));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
 fn good_config(dir: &TempDir) -> String {
     let pw = dir.write("mysql.password", "secret\n");
+    let key = key_file(dir);
     format!(
         r#"instance = "mgr3306"
 [mysql]
@@ -44,8 +53,10 @@ floating_type = "TO_ANOTHER_SECONDARY"
 announce_count = 6
 [peer]
 port = 33063
+key_file = "{}"
 "#,
-        pw.display()
+        pw.display(),
+        key.display()
     )
 }
 
@@ -62,7 +73,7 @@ fn check_config_prints_a_summary_for_a_good_file() {
         "write VIP      198.51.100.50/24 on lo (label lo:7)",
         "read VIPs      198.51.100.51, 198.51.100.52 (floating type TO_ANOTHER_SECONDARY)",
         "announcements  6 every 100 ms",
-        "peer port      33063, at most 32 connections, no key file",
+        "peer port      33063, at most 32 connections, key ",
         "peer timing    exchange 1000 ms, switchover wait 5000 ms, resync every 20000 ms",
         "control socket /run/vip-agent/mgr3306.sock",
     ] {
@@ -81,13 +92,17 @@ fn check_config_reports_every_problem() {
         .replace("nic = \"lo\"", "nic = \"vipagent-none0\"")
         .replace("label = \"lo:7\"", "label = \"vipagent-none0:0\"")
         .replace("\"198.51.100.52\"", "\"2001:db8::52\"")
-        .replace("mysql.password", "missing.password");
+        .replace("mysql.password", "missing.password")
+        .replace("peer.key", "open.key");
+    // A key anyone on the host can read is refused.
+    dir.write("open.key", &"cd".repeat(32));
     let path = dir.write("bad.toml", &text);
     let (code, out, err) = agent(&["check-config"], &path);
     assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.is_empty(), "{out}");
     for want in [
-        "6 problems:",
+        "7 problems:",
+        "open.key\": is readable by group or others (mode 0644); run chmod 600 ",
         "vip.anounce_interval_ms (line 16, column 1): unknown key; did you mean `announce_interval_ms`?",
         "vip.read_vips[1] = \"2001:db8::52\": IPv6, but vip.write_vip is IPv4",
         "vip.label = \"vipagent-none0:0\": 16 bytes; labels are at most 15 (IFNAMSIZ-1)",
@@ -162,10 +177,15 @@ fn import_mycnf_follows_includes_and_the_result_checks() {
     );
 
     // What the operator does next: fill in the password file, then check-config accepts it.
-    let filled = toml.replace(
-        "/etc/vip-agent/mysqld-3306.password",
-        &pw.display().to_string(),
-    );
+    let filled = toml
+        .replace(
+            "/etc/vip-agent/mysqld-3306.password",
+            &pw.display().to_string(),
+        )
+        .replace(
+            "/etc/vip-agent/peer.key",
+            &key_file(&dir).display().to_string(),
+        );
     let path = dir.write("imported.toml", &filled);
     let (code, out, err) = agent(&["check-config"], &path);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}\ntoml:\n{filled}");

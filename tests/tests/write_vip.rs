@@ -320,6 +320,8 @@ async fn two_instances_on_one_host_keep_to_their_own_addresses() {
         write_vip: "198.51.100.60".parse().unwrap(),
         label: "eth0:1".into(),
         instance: "second".into(),
+        // A second group's agents need their own peer port.
+        peer_port: 33063,
         ..v4()
     };
     let agent = cluster.spawn_agent_with(0, &second, "h1-second").unwrap();

@@ -152,7 +152,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn run(path: &Path) -> Result<()> {
     let cfg = load_config(path);
-    runtime()?.block_on(async { agent::Agent::new(cfg).await?.run().await })
+    runtime()?.block_on(async {
+        agent::Agent::new(cfg, path.to_path_buf())
+            .await?
+            .run()
+            .await
+    })
 }
 
 fn release(path: &Path) -> Result<()> {

@@ -1,95 +1,254 @@
 //! The agent: one loop that owns the state and reconciles the kernel with the group.
 //!
-//! Every poll interval (and at once when an address on the NIC changes) it reads the
-//! local mysqld's view, decides what this node should hold ([`decide`]), reads what the
-//! kernel actually has, and acts on the difference: bind then announce, or unbind. The
-//! kernel is the record of what is held, so an agent restart adopts a VIP that is already
-//! bound instead of removing and re-adding it, and a VIP deleted by hand is re-added.
+//! Events come in one at a time: a poll of the local mysqld's view, an address change on
+//! the NIC, a request from another member's agent, a command on the control socket,
+//! SIGHUP. After each, the loop works out what this node should hold and acts on the
+//! difference with the kernel ([`vips`]): release first, then bind and announce.
 //!
-//! Log events carry an `event` field (`view`, `bound`, `announced`, `released`,
-//! `adopted`, `readded`) so a timeline can be read back from the JSON logs.
+//! - [`decide`]: pure; what this node holds given its view and the placement.
+//! - [`vips`]: the kernel side: reconcile, announce, release.
+//! - [`lead`]: the primary's side of coordination: collect holdings, plan, confirm the
+//!   old primary released the write VIP, push the placement.
+//! - [`answer`]: requests from other agents and from the operator.
+//! - [`reload`]: re-reading the config file.
+//! - [`status`]: what `vip-agent status` shows.
+//!
+//! The kernel is the record of what is held, so an agent restart adopts a VIP that is
+//! already bound instead of removing and re-adding it, and a VIP deleted by hand is
+//! re-added. Log events carry an `event` field (`view`, `bound`, `announced`, `released`,
+//! `adopted`, `readded`, `placement`, …) so a timeline can be read back from JSON logs.
 
+mod answer;
 pub mod decide;
+mod lead;
+pub mod reload;
+mod status;
+mod vips;
 
-use std::net::IpAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::control::{LastAnnouncement, PeerHealth};
 use crate::mgr::{self, NodeStatus};
 use crate::net::addr::Addrs;
-use crate::net::announce::{self, Announcement};
-use decide::WriteVip;
+use crate::peer::key::Key;
+use crate::peer::server::{self as peer_server, Stats};
+use crate::plan::Placement;
 
 /// The one owner of the agent's state.
 pub struct Agent {
     cfg: Config,
+    /// Where the config was read from, for `reload` and SIGHUP.
+    config_path: PathBuf,
     poller: mgr::Poller,
     addrs: Addrs,
-    /// The last status, to log only changes.
+    ticker: tokio::time::Interval,
+    /// The latest view of the local mysqld.
+    status: Option<NodeStatus>,
+    /// The last status logged, to log only changes.
     last_status: Option<String>,
-    /// Whether the write VIP was bound the last time we looked (to tell a VIP deleted by
-    /// hand from one we never had).
-    had_write_vip: Option<bool>,
-    announcer: Option<JoinHandle<()>>,
     /// The last reconcile error logged.
     last_error: Option<String>,
+    /// The configured VIPs bound the last time we looked: tells a VIP deleted by hand
+    /// from one we never had. `None` before the first look.
+    seen_bound: Option<BTreeSet<IpAddr>>,
+    announcers: BTreeMap<IpAddr, JoinHandle<()>>,
+    announced_tx: mpsc::UnboundedSender<LastAnnouncement>,
+    last_announcement: Option<LastAnnouncement>,
+    coord: Coord,
+    key: watch::Sender<Arc<Key>>,
+    peer_stats: Arc<Stats>,
+    /// Requests refused by the agent itself (stale stamp, sender not the primary, …).
+    refused: BTreeMap<String, u64>,
+    peers: BTreeMap<String, PeerHealth>,
+}
+
+/// Coordination state: the placement this node follows, and the primary's bookkeeping.
+#[derive(Default)]
+struct Coord {
+    /// Computed here on the primary; the last one applied from the primary elsewhere.
+    placement: Option<Placement>,
+    /// A manual placement (set-topology) and the ONLINE members it was set for. It lasts
+    /// until the membership changes or it stops fitting the config.
+    manual: Option<(Placement, BTreeSet<String>)>,
+    /// The ONLINE members (uuid, is primary) the placement was planned for.
+    planned_for: Option<Vec<(String, bool)>>,
+    /// Plan again at the next step (reload, force-rebind).
+    replan: bool,
+    /// Members that still need the current placement.
+    pending_push: BTreeSet<String>,
+    /// The next push asks for every VIP to be re-announced.
+    reannounce_push: bool,
+    next_push: Option<Instant>,
+    last_resync: Option<Instant>,
+    /// This agent's last stamp (grows with every push).
+    stamp: u64,
+    /// The last stamp applied from each sender.
+    applied: BTreeMap<String, u64>,
+    /// As primary: no other agent holds the write VIP any more (or the wait timed out),
+    /// so binding it cannot make two owners.
+    write_cleared: bool,
+}
+
+/// What reaches the loop from outside.
+struct Inbox {
+    peer: mpsc::Receiver<crate::peer::server::Incoming>,
+    control: mpsc::Receiver<crate::control::server::Incoming>,
+    announced: mpsc::UnboundedReceiver<LastAnnouncement>,
 }
 
 impl Agent {
-    pub async fn new(cfg: Config) -> Result<Agent> {
+    /// Prepares the agent; nothing is bound or served until [`Agent::run`].
+    pub async fn new(cfg: Config, config_path: PathBuf) -> Result<Agent> {
         let poller = mgr::Poller::new(mgr::MysqlTarget::from_config(&cfg.mysql)?);
         let addrs = Addrs::new().await.context("opening a netlink socket")?;
+        let key = load_key(&cfg)?;
+        let mut ticker = tokio::time::interval(cfg.mysql.poll_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (announced_tx, _) = mpsc::unbounded_channel();
         Ok(Agent {
             cfg,
+            config_path,
             poller,
             addrs,
+            ticker,
+            status: None,
             last_status: None,
-            had_write_vip: None,
-            announcer: None,
             last_error: None,
+            seen_bound: None,
+            announcers: BTreeMap::new(),
+            announced_tx,
+            last_announcement: None,
+            coord: Coord::default(),
+            key: watch::Sender::new(Arc::new(key)),
+            peer_stats: Arc::new(Stats::default()),
+            refused: BTreeMap::new(),
+            peers: BTreeMap::new(),
         })
     }
 
-    /// Runs until SIGTERM or Ctrl-C. The VIPs stay where they are when the agent stops:
-    /// a restart or upgrade of the agent must not interrupt clients.
+    /// Serves the peer port and the control socket and runs until SIGTERM or Ctrl-C.
+    /// The VIPs stay where they are when the agent stops: a restart or upgrade of the
+    /// agent must not interrupt clients.
     pub async fn run(mut self) -> Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut ticker = tokio::time::interval(self.cfg.mysql.poll_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let mut inbox = self.open_inbox().await?;
         let mut addr_events = self.addrs.watch(&self.cfg.vip.nic).await?;
-        let mut status = None;
         info!(
             event = "start",
             instance = %self.cfg.instance,
             nic = %self.cfg.vip.nic,
             write_vip = ?self.cfg.vip.write_vip,
+            read_vips = ?self.cfg.vip.read_vips,
+            peer_port = self.cfg.peer.port,
+            control = %self.cfg.control.socket.display(),
             "vip-agent started"
         );
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
-                _ = ticker.tick() => {
+                _ = hup.recv() => {
+                    if let Err(e) = self.reload().await {
+                        error!(event = "reload_failed", "SIGHUP: {e}");
+                    }
+                }
+                _ = self.ticker.tick() => {
                     let s = self.poller.poll().await;
                     self.observe(&s);
-                    status = Some(s);
+                    self.status = Some(s);
                 }
                 Some(_) = addr_events.recv() => {}
+                Some(incoming) = inbox.peer.recv() => {
+                    self.answer_peer(incoming).await;
+                    continue;
+                }
+                Some(incoming) = inbox.control.recv() => {
+                    self.answer_control(incoming).await;
+                    continue;
+                }
+                Some(a) = inbox.announced.recv() => {
+                    self.last_announcement = Some(a);
+                    continue;
+                }
             }
-            if let Some(s) = &status {
-                let result = self.reconcile(s).await;
-                self.report(result);
-            }
+            self.step().await;
         }
         info!(
             event = "stop",
             "stopping; the VIPs stay in place (use `vip-agent release` to remove them)"
         );
         Ok(())
+    }
+
+    /// Starts the peer server and the control socket; their requests come to the loop.
+    async fn open_inbox(&mut self) -> Result<Inbox> {
+        let (peer_tx, peer) = mpsc::channel(64);
+        let listen = SocketAddr::from((Ipv6Addr::UNSPECIFIED, self.cfg.peer.port));
+        let limits = peer_server::Limits {
+            max_connections: self.cfg.peer.max_connections as usize,
+            read_timeout: self.cfg.peer.timeout,
+            reply_timeout: self.cfg.peer.switchover_timeout + self.cfg.peer.timeout,
+        };
+        peer_server::listen(
+            listen,
+            self.key.subscribe(),
+            limits,
+            peer_tx,
+            self.peer_stats.clone(),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on the peer port {} (peer.port): is another agent or program \
+                 using it?",
+                self.cfg.peer.port
+            )
+        })?;
+        let (control_tx, control) = mpsc::channel(16);
+        crate::control::server::serve(&self.cfg.control.socket, control_tx)?;
+        let (announced_tx, announced) = mpsc::unbounded_channel();
+        self.announced_tx = announced_tx;
+        Ok(Inbox {
+            peer,
+            control,
+            announced,
+        })
+    }
+
+    /// After an event: coordinate (on the primary), reconcile the kernel, push.
+    async fn step(&mut self) {
+        let Some(status) = self.status.clone() else {
+            return;
+        };
+        if matches!(status, NodeStatus::Primary { .. }) {
+            if let Err(e) = self.lead(&status).await {
+                self.report(Err(e));
+                return;
+            }
+        } else {
+            // Leadership bookkeeping starts over if this node becomes primary again.
+            self.coord.planned_for = None;
+            self.coord.pending_push.clear();
+            self.coord.write_cleared = false;
+            self.coord.manual = None;
+        }
+        let result = self.reconcile().await;
+        self.report(result);
+        if matches!(status, NodeStatus::Primary { .. }) {
+            self.push_pending(&status).await;
+        }
     }
 
     /// Logs a failed reconcile once per distinct error (it is retried every loop), and
@@ -135,73 +294,21 @@ impl Agent {
         self.last_status = Some(text);
     }
 
-    async fn reconcile(&mut self, status: &NodeStatus) -> Result<()> {
-        let Some(vip) = self.cfg.vip.write_vip else {
-            return Ok(());
-        };
-        if !self.cfg.vip.enable {
-            return Ok(());
-        }
-        let nic = self.cfg.vip.nic.clone();
-        let bound = self.addrs.list(&nic).await?.iter().any(|a| a.addr == vip);
-        let first_look = self.had_write_vip.is_none();
-        let had = self.had_write_vip.replace(bound);
-        match (decide::write_vip(status), bound) {
-            (WriteVip::Hold, false) => {
-                let prefix = self.cfg.vip.prefix;
-                self.addrs
-                    .bind(&nic, vip, prefix, &self.cfg.vip.label)
-                    .await?;
-                self.had_write_vip = Some(true);
-                if had == Some(true) {
-                    warn!(event = "readded", vip = %vip, nic = %nic, "the write VIP was deleted outside the agent; re-added it");
-                } else {
-                    info!(event = "bound", vip = %vip, nic = %nic, prefix, "bound the write VIP");
-                }
-                self.announce(vip);
-            }
-            (WriteVip::Hold, true) if first_look => {
-                info!(event = "adopted", vip = %vip, nic = %nic, "the write VIP is already bound here; adopting it");
-                self.announce(vip);
-            }
-            (WriteVip::Release, true) => {
-                self.stop_announcing();
-                self.addrs.unbind(&nic, vip, self.cfg.vip.prefix).await?;
-                self.had_write_vip = Some(false);
-                info!(event = "released", vip = %vip, nic = %nic, reason = %status, "released the write VIP");
-            }
-            _ => {}
-        }
-        Ok(())
+    fn count_refusal(&mut self, kind: &str) {
+        *self.refused.entry(kind.to_string()).or_default() += 1;
     }
+}
 
-    /// Announces `vip` in the background, so polling goes on meanwhile.
-    fn announce(&mut self, vip: IpAddr) {
-        self.stop_announcing();
-        let a = Announcement {
-            nic: self.cfg.vip.nic.clone(),
-            addr: vip,
-            count: self.cfg.vip.announce_count,
-            interval: self.cfg.vip.announce_interval,
-        };
-        self.announcer = Some(tokio::spawn(async move {
-            match announce::announce(&a).await {
-                Ok(sent) => {
-                    info!(event = "announced", vip = %a.addr, nic = %a.nic, count = sent, "announced the write VIP")
-                }
-                Err(e) => {
-                    error!(event = "announce_failed", vip = %a.addr, "could not announce: {e:#}")
-                }
-            }
-        }));
-    }
-
-    /// A released VIP must not be announced any more.
-    fn stop_announcing(&mut self) {
-        if let Some(task) = self.announcer.take() {
-            task.abort();
-        }
-    }
+/// The peer key named by `peer.key_file` (required: every peer frame is authenticated).
+fn load_key(cfg: &Config) -> Result<Key> {
+    let Some(path) = &cfg.peer.key_file else {
+        anyhow::bail!(
+            "peer.key_file is not set: the agents authenticate every peer frame with a shared \
+             key. Create one with `openssl rand -hex 32 > /etc/vip-agent/peer.key && chmod 600 \
+             /etc/vip-agent/peer.key`, copy it to every member, and set peer.key_file"
+        );
+    };
+    Key::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// `vip-agent release`: removes this instance's VIPs from the NIC, and its pins.
@@ -210,10 +317,7 @@ pub async fn release(cfg: &Config) -> Result<Vec<IpAddr>> {
     let bound = addrs.list(&cfg.vip.nic).await?;
     let ours: Vec<IpAddr> = cfg
         .vip
-        .write_vip
-        .iter()
-        .chain(cfg.vip.read_vips.iter())
-        .copied()
+        .all_vips()
         .filter(|vip| bound.iter().any(|b| b.addr == *vip))
         .collect();
     for vip in &ours {
@@ -223,3 +327,21 @@ pub async fn release(cfg: &Config) -> Result<Vec<IpAddr>> {
     crate::datapath::remove_pins(&cfg.instance)?;
     Ok(ours)
 }
+
+/// Now, as RFC 3339 with milliseconds (UTC), for status and peer health.
+fn now_text() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// A stamp for a push: milliseconds since the epoch, but always above the last one, so
+/// stamps from one sender grow even across agent restarts and clock steps within a run.
+fn next_stamp(last: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    now.max(last + 1)
+}
+
+/// How often a push that failed is tried again.
+const PUSH_RETRY: Duration = Duration::from_millis(500);

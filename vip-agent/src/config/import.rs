@@ -411,7 +411,9 @@ impl Settings {
              {vip}\n\
              \n\
              [peer]\n\
-             {peer}\n",
+             {peer}\n\
+             # FILL IN: the key every member's agent shares (openssl rand -hex 32 > FILE; chmod 600 FILE).\n\
+             key_file = \"/etc/vip-agent/peer.key\"\n",
             instance = quote(&name),
             password = quote(&format!("/etc/vip-agent/{name}.password")),
             vip = vip.join("\n"),

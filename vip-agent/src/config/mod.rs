@@ -326,23 +326,46 @@ pub fn check_files(cfg: &Config) -> Vec<ConfigError> {
             }
         }
     }
-    if let Some(path) = &cfg.peer.key_file {
-        files.push(("peer.key_file", path));
+    let mut errors = Vec::new();
+    match &cfg.peer.key_file {
+        // The key's own rules (length, hex, permissions) once the file is readable.
+        Some(path) if path.is_file() => {
+            if let Err(e) = crate::peer::key::Key::load(path) {
+                // The key error names the key and path itself; keep only its message.
+                let text = e.to_string();
+                let prefix = format!("peer.key_file {}: ", path.display());
+                let message = text.strip_prefix(&prefix).unwrap_or(&text).to_string();
+                errors.push(ConfigError::value(
+                    "peer.key_file",
+                    quote(&path.display().to_string()),
+                    message,
+                ));
+            }
+        }
+        Some(path) => files.push(("peer.key_file", path)),
+        None => errors.push(ConfigError::key(
+            "peer.key_file",
+            "missing: the agents authenticate every peer frame with a shared key. Create one \
+             with `openssl rand -hex 32 > /etc/vip-agent/peer.key && chmod 600 \
+             /etc/vip-agent/peer.key`, copy it to every member, and set peer.key_file",
+        )),
     }
-    files
-        .into_iter()
-        .filter(|(_, path)| !path.as_os_str().is_empty())
-        .filter_map(|(key, path)| {
-            let problem = match std::fs::metadata(path) {
-                Err(e) => Some(format!("cannot read: {e}")),
-                Ok(m) if !m.is_file() => Some("not a regular file".to_string()),
-                Ok(_) => std::fs::File::open(path)
-                    .err()
-                    .map(|e| format!("cannot read: {e}")),
-            };
-            problem.map(|p| ConfigError::value(key, quote(&path.display().to_string()), p))
-        })
-        .collect()
+    errors.extend(
+        files
+            .into_iter()
+            .filter(|(_, path)| !path.as_os_str().is_empty())
+            .filter_map(|(key, path)| {
+                let problem = match std::fs::metadata(path) {
+                    Err(e) => Some(format!("cannot read: {e}")),
+                    Ok(m) if !m.is_file() => Some("not a regular file".to_string()),
+                    Ok(_) => std::fs::File::open(path)
+                        .err()
+                        .map(|e| format!("cannot read: {e}")),
+                };
+                problem.map(|p| ConfigError::value(key, quote(&path.display().to_string()), p))
+            }),
+    );
+    errors
 }
 
 /// A string as TOML writes it, for error messages.

@@ -70,9 +70,11 @@ pub fn classify(
     }
     match &own.role {
         Some(MemberRole::Primary) => NodeStatus::Primary {
+            me: own.uuid.clone(),
             members: rows.to_vec(),
         },
         Some(MemberRole::Secondary) => NodeStatus::Secondary {
+            me: own.uuid.clone(),
             members: rows.to_vec(),
         },
         Some(MemberRole::Other(role)) => NodeStatus::Unreadable {

@@ -195,9 +195,9 @@ impl fmt::Display for Member {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeStatus {
     /// Own row ONLINE and PRIMARY, single-primary mode, a majority of the view reachable.
-    Primary { members: Vec<Member> },
+    Primary { me: String, members: Vec<Member> },
     /// Own row ONLINE and SECONDARY, a majority of the view reachable.
-    Secondary { members: Vec<Member> },
+    Secondary { me: String, members: Vec<Member> },
     /// Own row OFFLINE, ERROR, RECOVERING or missing; no rows; plugin not loaded.
     NotInGroup { reason: String },
     /// Own row ONLINE, but no majority of this member's view is reachable (exactly half
@@ -226,10 +226,28 @@ pub enum NodeStatus {
 }
 
 impl NodeStatus {
+    /// This node's own member uuid, when it is ONLINE in the group.
+    pub fn me(&self) -> Option<&str> {
+        match self {
+            NodeStatus::Primary { me, .. } | NodeStatus::Secondary { me, .. } => Some(me),
+            _ => None,
+        }
+    }
+
+    /// The uuid of the primary in this node's view, when it is ONLINE in the group.
+    pub fn primary(&self) -> Option<&str> {
+        self.members()?
+            .iter()
+            .find(|m| m.role == Some(MemberRole::Primary) && m.state == MemberState::Online)
+            .map(|m| m.uuid.as_str())
+    }
+
     /// The rows behind a `Primary` or `Secondary` status.
     pub fn members(&self) -> Option<&[Member]> {
         match self {
-            NodeStatus::Primary { members } | NodeStatus::Secondary { members } => Some(members),
+            NodeStatus::Primary { members, .. } | NodeStatus::Secondary { members, .. } => {
+                Some(members)
+            }
             _ => None,
         }
     }
@@ -238,7 +256,7 @@ impl NodeStatus {
 impl fmt::Display for NodeStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NodeStatus::Primary { members } => {
+            NodeStatus::Primary { members, .. } => {
                 let reachable = members.iter().filter(|m| m.state.counts_for_quorum());
                 write!(
                     f,
@@ -247,7 +265,7 @@ impl fmt::Display for NodeStatus {
                     members.len()
                 )
             }
-            NodeStatus::Secondary { members } => {
+            NodeStatus::Secondary { members, .. } => {
                 let primary = members.iter().find(|m| m.role == Some(MemberRole::Primary));
                 match primary {
                     Some(p) => write!(f, "SECONDARY (primary: {p})"),

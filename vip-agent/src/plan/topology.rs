@@ -334,8 +334,10 @@ pub fn validate(
 /// - the primary changed while a write VIP is configured (the override names the old
 ///   primary as the write VIP's holder).
 ///
-/// A member that joins, or one that held nothing and leaves, does not end it: the
-/// override can still be applied as it is (a joining member holds no read VIP).
+/// A member that joins, or one that held nothing and leaves, does not make it unusable
+/// here; the agent ends an override on any change of the ONLINE members anyway (the
+/// rule the README states), since a member added or dropped is what set-topology
+/// itself refuses.
 pub fn still_valid(
     manual: &Placement,
     members: &[Member],

@@ -1,0 +1,355 @@
+//! The primary's side of coordination.
+//!
+//! When the ONLINE membership changes (or on reload, force-rebind, or the first step as
+//! primary), the primary's agent asks every other ONLINE member's agent what it holds,
+//! plans ([`crate::plan`]) or keeps a manual placement that still fits, binds its own
+//! share, then pushes the whole placement to the others. Before it binds the write VIP
+//! for the first time, it has every other agent that holds it (or cannot say) confirm
+//! it released it, waiting at most `peer.switchover_timeout_ms`: so a planned switchover
+//! never has two owners.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow};
+use futures::future::join_all;
+use tracing::{info, warn};
+
+use super::{Agent, PUSH_RETRY, next_stamp, now_text};
+use crate::control::PeerHealth;
+use crate::mgr::{Member, MemberRole, MemberState, NodeStatus};
+use crate::peer::{Request, Response, client};
+use crate::plan::{self, Holdings, Placement, topology};
+
+/// An other member's agent: its uuid and where its peer port is.
+#[derive(Clone, Debug)]
+pub(super) struct Peer {
+    pub uuid: String,
+    pub host: String,
+}
+
+impl Agent {
+    /// Plans if needed, and clears the write VIP for binding. Called on every step while
+    /// this node is the primary.
+    pub(super) async fn lead(&mut self, status: &NodeStatus) -> Result<()> {
+        let NodeStatus::Primary { me, members } = status else {
+            return Ok(());
+        };
+        let online = online(members);
+        let signature: Vec<(String, bool)> =
+            online.iter().map(|m| (m.uuid.clone(), m.primary)).collect();
+        let resync_due = self
+            .coord
+            .last_resync
+            .is_none_or(|t| t.elapsed() >= self.cfg.peer.resync_interval);
+        if self.coord.planned_for.as_ref() == Some(&signature) && !self.coord.replan {
+            if resync_due {
+                // greatdb_ha's 20 s refresh: every member re-announces its read VIPs.
+                self.coord.last_resync = Some(Instant::now());
+                self.coord.pending_push = others(members, me).map(|p| p.uuid).collect();
+                self.coord.reannounce_push = true;
+                self.reannounce_all(true).await?;
+            }
+            return Ok(());
+        }
+        let others: Vec<Peer> = others(members, me).collect();
+        let claims = self.collect_holdings(me, &others).await?;
+        if !self.coord.write_cleared {
+            self.clear_write(me, &others, &claims).await;
+        }
+        let placement = self.choose(&online, &claims);
+        if self.coord.placement.as_ref() != Some(&placement) {
+            let holdings: Holdings = claims
+                .iter()
+                .filter_map(|(u, c)| c.as_ref().map(|v| (u.clone(), v.clone())))
+                .collect();
+            let text = topology::format(&placement, &online);
+            info!(
+                event = "placement",
+                topology = %text,
+                moves = placement.moves_from(&holdings),
+                manual = self.coord.manual.is_some(),
+                "placement: {text}"
+            );
+        }
+        self.coord.placement = Some(placement);
+        self.coord.planned_for = Some(signature);
+        self.coord.pending_push = others.iter().map(|p| p.uuid.clone()).collect();
+        self.coord.next_push = None;
+        self.coord.last_resync = Some(Instant::now());
+        self.coord.replan = false;
+        Ok(())
+    }
+
+    /// The manual placement while it still fits, else a plan from the current holdings.
+    fn choose(
+        &mut self,
+        online: &[plan::Member],
+        claims: &BTreeMap<String, Option<BTreeSet<IpAddr>>>,
+    ) -> Placement {
+        let (write_vip, read_vips) = (self.cfg.vip.write_vip, &self.cfg.vip.read_vips);
+        if let Some((manual, set_for)) = &self.coord.manual {
+            let now: BTreeSet<String> = online.iter().map(|m| m.uuid.clone()).collect();
+            let fits = if &now == set_for {
+                topology::still_valid(manual, online, write_vip, read_vips)
+            } else {
+                Err("the ONLINE members changed".to_string())
+            };
+            match fits {
+                Ok(()) => return manual.clone(),
+                Err(why) => {
+                    warn!(
+                        event = "manual_dropped",
+                        "the manual topology no longer fits ({why}); planning again with the fewest moves from it"
+                    );
+                    self.coord.manual = None;
+                }
+            }
+        }
+        // A member whose agent did not answer is taken to hold what it was last given.
+        let holdings: Holdings = claims
+            .iter()
+            .map(|(uuid, claim)| {
+                let held = claim.clone().unwrap_or_else(|| {
+                    self.coord
+                        .placement
+                        .as_ref()
+                        .map(|p| super::decide::read_share(p, uuid))
+                        .unwrap_or_default()
+                });
+                (uuid.clone(), held)
+            })
+            .collect();
+        plan::place(&plan::Input {
+            members: online,
+            write_vip,
+            read_vips,
+            floating: self.cfg.vip.floating_type,
+            holdings: &holdings,
+        })
+    }
+
+    /// What every ONLINE member holds: this node from the kernel, the others from their
+    /// agents (`None` when an agent did not answer). Read VIPs, plus the write VIP.
+    async fn collect_holdings(
+        &mut self,
+        me: &str,
+        others: &[Peer],
+    ) -> Result<BTreeMap<String, Option<BTreeSet<IpAddr>>>> {
+        let mut claims = BTreeMap::new();
+        claims.insert(me.to_string(), Some(self.bound().await?));
+        let answers = join_all(others.iter().map(|p| self.call(p, Request::Holdings))).await;
+        for (peer, answer) in others.iter().zip(answers) {
+            let claim = match self.note_call(peer, answer) {
+                Some(Response::Holdings { vips }) => Some(vips.into_iter().collect()),
+                _ => None,
+            };
+            claims.insert(peer.uuid.clone(), claim);
+        }
+        Ok(claims)
+    }
+
+    /// Before binding the write VIP as a new primary: every other ONLINE agent that holds
+    /// it, or cannot say, must confirm it released it. At most `switchover_timeout`.
+    async fn clear_write(
+        &mut self,
+        me: &str,
+        others: &[Peer],
+        claims: &BTreeMap<String, Option<BTreeSet<IpAddr>>>,
+    ) {
+        let Some(write) = self.cfg.vip.write_vip else {
+            self.coord.write_cleared = true;
+            return;
+        };
+        let suspects: Vec<&Peer> = others
+            .iter()
+            .filter(|p| match claims.get(&p.uuid) {
+                Some(Some(held)) => held.contains(&write),
+                _ => true,
+            })
+            .collect();
+        let deadline = Instant::now() + self.cfg.peer.switchover_timeout;
+        let (key, timeout, port) = (
+            self.key.borrow().clone(),
+            self.cfg.peer.timeout,
+            self.cfg.peer.port,
+        );
+        let waits = suspects.iter().map(|p| {
+            let key = key.clone();
+            async move {
+                let mut last = String::from("no answer");
+                while Instant::now() < deadline {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let stamp = next_stamp(0);
+                    let call = async {
+                        let addr = resolve(&p.host, port).await?;
+                        client::call(
+                            addr,
+                            &key,
+                            me,
+                            Request::ReleaseWrite { stamp },
+                            timeout.min(left),
+                        )
+                        .await
+                        .map_err(|e| anyhow!("{e}"))
+                    };
+                    match call.await {
+                        Ok(Response::Released) => return Ok(()),
+                        Ok(Response::Refused { reason }) => last = reason,
+                        Ok(other) => last = format!("unexpected answer {other:?}"),
+                        Err(e) => last = format!("{e:#}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(100).min(left)).await;
+                }
+                Err(last)
+            }
+        });
+        let results = join_all(waits).await;
+        for (peer, result) in suspects.iter().zip(results) {
+            match result {
+                Ok(()) => info!(
+                    event = "write_release_confirmed",
+                    vip = %write,
+                    member = %peer.uuid,
+                    host = %peer.host,
+                    "{} confirmed it does not hold the write VIP {write}",
+                    peer.host
+                ),
+                Err(last) => warn!(
+                    event = "write_release_timeout",
+                    vip = %write,
+                    member = %peer.uuid,
+                    host = %peer.host,
+                    "binding the write VIP {write} anyway: the agent on {} did not confirm it \
+                     released it within {:?} ({last})",
+                    peer.host,
+                    self.cfg.peer.switchover_timeout
+                ),
+            }
+        }
+        self.coord.write_cleared = true;
+    }
+
+    /// Pushes the placement to the members that still need it (after a change, a
+    /// refusal or a failure; failures are retried every [`PUSH_RETRY`]).
+    pub(super) async fn push_pending(&mut self, status: &NodeStatus) {
+        let (Some(placement), NodeStatus::Primary { me, members }) =
+            (self.coord.placement.clone(), status)
+        else {
+            return;
+        };
+        if self.coord.pending_push.is_empty()
+            || self.coord.next_push.is_some_and(|t| Instant::now() < t)
+        {
+            return;
+        }
+        let targets: Vec<Peer> = others(members, me)
+            .filter(|p| self.coord.pending_push.contains(&p.uuid))
+            .collect();
+        self.coord
+            .pending_push
+            .retain(|u| targets.iter().any(|p| &p.uuid == u));
+        self.coord.stamp = next_stamp(self.coord.stamp);
+        let request = Request::Apply {
+            stamp: self.coord.stamp,
+            placement,
+            reannounce: self.coord.reannounce_push,
+        };
+        let answers = join_all(targets.iter().map(|p| self.call(p, request.clone()))).await;
+        for (peer, answer) in targets.iter().zip(answers) {
+            if let Some(Response::Applied) = self.note_call(peer, answer) {
+                self.coord.pending_push.remove(&peer.uuid);
+            }
+        }
+        if self.coord.pending_push.is_empty() {
+            self.coord.reannounce_push = false;
+            self.coord.next_push = None;
+        } else {
+            self.coord.next_push = Some(Instant::now() + PUSH_RETRY);
+        }
+    }
+
+    /// One request to another member's agent.
+    async fn call(&self, peer: &Peer, request: Request) -> Result<Response> {
+        let me = self
+            .status
+            .as_ref()
+            .and_then(|s| s.me())
+            .unwrap_or_default();
+        let addr = resolve(&peer.host, self.cfg.peer.port).await?;
+        let key = self.key.borrow().clone();
+        client::call(addr, &key, me, request, self.cfg.peer.timeout)
+            .await
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Records how a call went in the peer health table; logs changes once.
+    fn note_call(&mut self, peer: &Peer, answer: Result<Response>) -> Option<Response> {
+        let health = self
+            .peers
+            .entry(peer.uuid.clone())
+            .or_insert_with(|| PeerHealth {
+                uuid: peer.uuid.clone(),
+                addr: format!("{}:{}", peer.host, self.cfg.peer.port),
+                ..PeerHealth::default()
+            });
+        health.addr = format!("{}:{}", peer.host, self.cfg.peer.port);
+        let problem = match &answer {
+            Ok(Response::Refused { reason }) => Some(format!("refused: {reason}")),
+            Ok(_) => None,
+            Err(e) => Some(format!("{e:#}")),
+        };
+        match problem {
+            None => {
+                if health.last_error.take().is_some() {
+                    info!(event = "peer_ok", member = %peer.uuid, host = %peer.host, "the agent on {} answers again", peer.host);
+                }
+                health.last_ok = Some(now_text());
+            }
+            Some(p) => {
+                if health.last_error.as_deref() != Some(p.as_str()) {
+                    warn!(event = "peer_failed", member = %peer.uuid, host = %peer.host, "the agent on {}: {p}", peer.host);
+                }
+                health.last_error = Some(p);
+            }
+        }
+        answer.ok()
+    }
+}
+
+/// The ONLINE members of a view, for the planner.
+pub(super) fn online(members: &[Member]) -> Vec<plan::Member> {
+    members
+        .iter()
+        .filter(|m| m.state == MemberState::Online)
+        .map(|m| plan::Member {
+            uuid: m.uuid.clone(),
+            primary: m.role == Some(MemberRole::Primary),
+        })
+        .collect()
+}
+
+/// The ONLINE members other than `me`, with the host their agent listens on
+/// (MEMBER_HOST, i.e. report_host).
+fn others<'a>(members: &'a [Member], me: &'a str) -> impl Iterator<Item = Peer> + 'a {
+    members
+        .iter()
+        .filter(move |m| m.state == MemberState::Online && m.uuid != me)
+        .map(|m| Peer {
+            uuid: m.uuid.clone(),
+            host: m.host.clone(),
+        })
+}
+
+/// MEMBER_HOST and the peer port as a socket address (MEMBER_HOST may be a name).
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| anyhow!("cannot resolve MEMBER_HOST {host}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow!("MEMBER_HOST {host} resolves to no address"))
+}

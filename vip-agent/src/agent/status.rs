@@ -1,0 +1,98 @@
+//! What `vip-agent status` shows, gathered from the loop's own state.
+
+use super::Agent;
+use crate::control::{Status, StatusMember};
+use crate::mgr::NodeStatus;
+
+impl Agent {
+    pub(super) async fn status_report(&self) -> Status {
+        let cfg = &self.cfg;
+        let (role, view, uuid, members) = match &self.status {
+            None => ("none", "not read yet".to_string(), None, Vec::new()),
+            Some(s) => {
+                let role = match s {
+                    NodeStatus::Primary { .. } => "primary",
+                    NodeStatus::Secondary { .. } => "secondary",
+                    _ => "none",
+                };
+                let members = s
+                    .members()
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|m| StatusMember {
+                        uuid: m.uuid.clone(),
+                        host: m.host.clone(),
+                        state: m.state.to_string(),
+                        role: m.role.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+                    })
+                    .collect();
+                (role, s.to_string(), s.me().map(str::to_string), members)
+            }
+        };
+        let mut rejected = self.peer_stats.snapshot();
+        for (kind, n) in &self.refused {
+            *rejected.entry(format!("refused_{kind}")).or_default() += n;
+        }
+        let mysql = cfg.mysql.endpoint.to_string();
+        let subsystems = [
+            (
+                "mgr",
+                format!(
+                    "polling {mysql} every {} ms{}",
+                    cfg.mysql.poll_interval.as_millis(),
+                    if cfg.mysql.tls.is_some() { ", TLS" } else { "" }
+                ),
+            ),
+            (
+                "vips",
+                format!(
+                    "{} on {} (label {}), {}, {} announcements {} ms apart",
+                    if cfg.vip.enable {
+                        "enabled"
+                    } else {
+                        "DISABLED"
+                    },
+                    cfg.vip.nic,
+                    cfg.vip.label,
+                    cfg.vip.floating_type,
+                    cfg.vip.announce_count,
+                    cfg.vip.announce_interval.as_millis()
+                ),
+            ),
+            (
+                "peer",
+                format!(
+                    "listening on [::]:{}, HMAC-SHA256, resync every {} s",
+                    cfg.peer.port,
+                    cfg.peer.resync_interval.as_secs()
+                ),
+            ),
+            ("control", cfg.control.socket.display().to_string()),
+            (
+                "datapath",
+                "off: connection reset on VIP loss is not built yet (F4)".to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Status {
+            instance: cfg.instance.clone(),
+            uuid,
+            role: role.to_string(),
+            view,
+            members,
+            placement: self.coord.placement.clone(),
+            manual: self.coord.manual.is_some(),
+            held: self
+                .bound()
+                .await
+                .map(|b| b.into_iter().collect())
+                .unwrap_or_default(),
+            last_announcement: self.last_announcement.clone(),
+            peers: self.peers.values().cloned().collect(),
+            rejected_frames: rejected,
+            subsystems,
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The kernel side of the loop: which configured VIPs are bound, and acting on the
+//! difference with what this node should hold. Releases come before binds, so a VIP
+//! moving between two of this node's roles is never held twice.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use anyhow::Result;
+use tracing::{error, info, warn};
+
+use super::Agent;
+use super::decide::{self, ReadVips, WriteVip};
+use crate::control::LastAnnouncement;
+use crate::net::announce::{self, Announcement};
+
+impl Agent {
+    /// The configured VIPs bound on the NIC now.
+    pub(super) async fn bound(&self) -> Result<BTreeSet<IpAddr>> {
+        let on_nic = self.addrs.list(&self.cfg.vip.nic).await?;
+        Ok(self
+            .cfg
+            .vip
+            .all_vips()
+            .filter(|vip| on_nic.iter().any(|b| b.addr == *vip))
+            .collect())
+    }
+
+    /// Makes the kernel match what this node should hold.
+    pub(super) async fn reconcile(&mut self) -> Result<()> {
+        let Some(status) = self.status.clone() else {
+            return Ok(());
+        };
+        if !self.cfg.vip.enable {
+            return Ok(());
+        }
+        let bound = self.bound().await?;
+        let first_look = self.seen_bound.is_none();
+        let (mut want, mut drop) = (BTreeSet::new(), BTreeSet::new());
+        if let Some(w) = self.cfg.vip.write_vip {
+            match decide::write_vip(&status) {
+                // On the primary, only once no other agent can still hold it.
+                WriteVip::Hold if self.coord.write_cleared || bound.contains(&w) => {
+                    want.insert(w);
+                }
+                WriteVip::Hold | WriteVip::Keep => {}
+                WriteVip::Release => {
+                    drop.insert(w);
+                }
+            }
+        }
+        let read: BTreeSet<IpAddr> = self.cfg.vip.read_vips.iter().copied().collect();
+        match decide::read_vips(&status, self.coord.placement.as_ref()) {
+            ReadVips::Hold(share) => {
+                want.extend(share.intersection(&read));
+                drop.extend(bound.intersection(&read).filter(|v| !share.contains(v)));
+            }
+            ReadVips::Keep => {}
+            ReadVips::ReleaseAll => drop.extend(bound.intersection(&read)),
+        }
+        let reason = status.to_string();
+        let result = self.act(&bound, &want, &drop, first_look, &reason).await;
+        self.seen_bound = Some(self.bound().await.unwrap_or(bound));
+        result
+    }
+
+    async fn act(
+        &mut self,
+        bound: &BTreeSet<IpAddr>,
+        want: &BTreeSet<IpAddr>,
+        drop: &BTreeSet<IpAddr>,
+        first_look: bool,
+        reason: &str,
+    ) -> Result<()> {
+        for &vip in drop.intersection(bound) {
+            self.unbind(vip, reason).await?;
+        }
+        for &vip in want.difference(bound) {
+            self.bind(vip).await?;
+        }
+        if first_look {
+            for &vip in want.intersection(bound) {
+                info!(event = "adopted", vip = %vip, nic = %self.cfg.vip.nic, "{} is already bound here; adopting it", self.kind(vip));
+                self.announce(vip);
+            }
+        }
+        Ok(())
+    }
+
+    async fn bind(&mut self, vip: IpAddr) -> Result<()> {
+        let nic = self.cfg.vip.nic.clone();
+        self.addrs
+            .bind(&nic, vip, self.cfg.vip.prefix, &self.cfg.vip.label)
+            .await?;
+        let kind = self.kind(vip);
+        if self.seen_bound.as_ref().is_some_and(|s| s.contains(&vip)) {
+            warn!(event = "readded", vip = %vip, nic = %nic, "{kind} {vip} was deleted outside the agent; re-added it");
+        } else {
+            info!(event = "bound", vip = %vip, nic = %nic, prefix = self.cfg.vip.prefix, "bound {kind} {vip}");
+        }
+        self.announce(vip);
+        Ok(())
+    }
+
+    pub(super) async fn unbind(&mut self, vip: IpAddr, reason: &str) -> Result<()> {
+        // A released VIP must not be announced any more.
+        if let Some(task) = self.announcers.remove(&vip) {
+            task.abort();
+        }
+        self.addrs
+            .unbind(&self.cfg.vip.nic, vip, self.cfg.vip.prefix)
+            .await?;
+        if let Some(seen) = &mut self.seen_bound {
+            seen.remove(&vip);
+        }
+        info!(event = "released", vip = %vip, nic = %self.cfg.vip.nic, reason = %reason, "released {} {vip}", self.kind(vip));
+        Ok(())
+    }
+
+    /// "the write VIP" or "read VIP", for log lines.
+    fn kind(&self, vip: IpAddr) -> &'static str {
+        if self.cfg.vip.write_vip == Some(vip) {
+            "the write VIP"
+        } else {
+            "read VIP"
+        }
+    }
+
+    /// Re-announces every configured VIP bound here (force-rebind, resync).
+    pub(super) async fn reannounce_all(&mut self, read_only: bool) -> Result<usize> {
+        let bound = self.bound().await?;
+        let mut n = 0;
+        for vip in bound {
+            if read_only && self.cfg.vip.write_vip == Some(vip) {
+                continue;
+            }
+            self.announce(vip);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Announces `vip` in the background, so the loop goes on meanwhile.
+    pub(super) fn announce(&mut self, vip: IpAddr) {
+        if let Some(task) = self.announcers.remove(&vip) {
+            task.abort();
+        }
+        let a = Announcement {
+            nic: self.cfg.vip.nic.clone(),
+            addr: vip,
+            count: self.cfg.vip.announce_count,
+            interval: self.cfg.vip.announce_interval,
+        };
+        let kind = self.kind(vip);
+        let done = self.announced_tx.clone();
+        let task = tokio::spawn(async move {
+            match announce::announce(&a).await {
+                Ok(sent) => {
+                    info!(event = "announced", vip = %a.addr, nic = %a.nic, count = sent, "announced {kind} {}", a.addr);
+                    let _ = done.send(LastAnnouncement {
+                        vip: a.addr,
+                        at: super::now_text(),
+                        count: sent,
+                    });
+                }
+                Err(e) => {
+                    error!(event = "announce_failed", vip = %a.addr, "could not announce: {e:#}")
+                }
+            }
+        });
+        self.announcers.insert(vip, task);
+    }
+}
