@@ -1,0 +1,205 @@
+//! The peer port under attack, in the lab: a host on the same network that sends frames
+//! to a secondary's agent with the wrong key, replays a genuine frame recorded earlier,
+//! sends a stale or misattributed placement, or garbage. None of it may make any node
+//! bind or release anything; each is refused, counted in `status --json`, and the agent
+//! goes on serving.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use vip_agent::peer::key::Key;
+use vip_agent::peer::wire::{self, Body, Nonce, RequestEnvelope};
+use vip_agent::peer::{Request, Response};
+use vip_agent::plan::Placement;
+use vip_tests::cluster::{Cluster, VipSettings};
+
+const SETTLE: Duration = Duration::from_secs(20);
+const READS: [&str; 3] = ["198.51.100.61", "198.51.100.62", "198.51.100.63"];
+
+fn vip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Which host holds each address now (the write VIP first, then the read VIPs).
+fn snapshot(c: &Cluster) -> Vec<Vec<usize>> {
+    std::iter::once(c.settings.write_vip)
+        .chain(READS.iter().map(|s| vip(s)))
+        .map(|v| c.holders_of(v))
+        .collect()
+}
+
+/// A counter from `vip-agent status --json` on host `i`.
+fn rejected(c: &Cluster, i: usize, kind: &str) -> u64 {
+    let out = c.control(i, &["status", "--json"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["rejected_frames"][kind].as_u64().unwrap_or(0)
+}
+
+fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0; wire::HEADER_LEN];
+    s.read_exact(&mut buf)?;
+    let total = wire::needed(&buf).map_err(|e| std::io::Error::other(e.to_string()))?;
+    buf.resize(total, 0);
+    s.read_exact(&mut buf[wire::HEADER_LEN..])?;
+    Ok(buf)
+}
+
+/// One connection from the client host to `to`: reads the challenge (its nonce is in
+/// the clear; the attacker needs no key for that), sends what `frame` makes of it, and
+/// returns the answer's body decoded with `key`, or `None` if the agent closed the
+/// connection without answering.
+fn exchange(
+    c: &Cluster,
+    to: SocketAddr,
+    key: &Key,
+    frame: impl FnOnce(Nonce) -> Vec<u8> + Send + 'static,
+) -> Option<Body> {
+    let key = key.clone();
+    vip_tests::netns::run_in(c.client().ns(), move || {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let challenge = read_frame(&mut s).unwrap();
+        let body = &challenge[wire::HEADER_LEN..challenge.len() - wire::MAC_LEN];
+        let challenge: wire::Challenge = serde_json::from_slice(body).unwrap();
+        s.write_all(&frame(challenge.nonce)).unwrap();
+        let answer = read_frame(&mut s).ok()?;
+        wire::decode(&answer, &key).ok()
+    })
+    .unwrap()
+}
+
+fn apply(from: &str, nonce: Nonce, stamp: u64, placement: &Placement, key: &Key) -> Vec<u8> {
+    wire::encode(
+        &Body::Request(RequestEnvelope {
+            from: from.to_string(),
+            nonce,
+            client_nonce: Nonce([7; wire::NONCE_LEN]),
+            request: Request::Apply {
+                stamp,
+                placement: placement.clone(),
+                reannounce: false,
+            },
+        }),
+        key,
+    )
+    .unwrap()
+}
+
+fn response(body: Option<Body>) -> Option<Response> {
+    match body {
+        Some(Body::Response(r)) => Some(r.response),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_key_replay_stale_and_garbage_change_nothing() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let settings = VipSettings {
+        read_vips: READS.iter().map(|s| vip(s)).collect(),
+        instance: "atk".into(),
+        ..VipSettings::default()
+    };
+    let c = Cluster::start(3, settings, vip_tests::agent_binary(), |g| g).unwrap();
+    c.wait_sole_holder(0, SETTLE).unwrap();
+    c.wait(SETTLE, "every read VIP placed once", |c| {
+        c.read_placement().iter().all(|(_, h)| h.len() == 1)
+    })
+    .unwrap();
+    let key = Key::load(&c.key_file()).unwrap();
+    let (u1, u3) = (c.group.uuid(0), c.group.uuid(2));
+    let h2: SocketAddr = (IpAddr::V4(c.host(1).ipv4()), c.settings.peer_port).into();
+    // What an attacker would like: every read VIP on h2.
+    let grab = Placement {
+        write: Some((c.settings.write_vip, u1.clone())),
+        read: READS.iter().map(|s| (vip(s), c.group.uuid(1))).collect(),
+    };
+    let before = snapshot(&c);
+
+    // 1. The wrong key, claiming to be the primary, with a stamp far in the future.
+    let wrong = Key::from_bytes(&[0x42; 32]).unwrap();
+    let (g, w, u) = (grab.clone(), wrong.clone(), u1.clone());
+    let answer = exchange(&c, h2, &wrong, move |n| apply(&u, n, u64::MAX / 2, &g, &w));
+    assert!(
+        answer.is_none(),
+        "a frame with the wrong key was answered: {answer:?}"
+    );
+    assert_eq!(rejected(&c, 1, "unauthenticated"), 1);
+
+    // 2. The right key and the primary's uuid, but stamp 1: older than the pushes h2 has
+    // applied, as a recorded old push would be. Refused as stale. Its bytes are kept.
+    let recorded = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (g, k, u, r) = (grab.clone(), key.clone(), u1.clone(), recorded.clone());
+    let answer = response(exchange(&c, h2, &key, move |n| {
+        let frame = apply(&u, n, 1, &g, &k);
+        *r.lock().unwrap() = frame.clone();
+        frame
+    }));
+    match answer {
+        Some(Response::Refused { reason }) => assert!(reason.contains("stale"), "{reason}"),
+        other => panic!("a stale placement was not refused: {other:?}"),
+    }
+    assert_eq!(rejected(&c, 1, "refused_stale"), 1);
+
+    // 3. Those bytes replayed on a new connection: their nonce is for the old one, so the
+    // frame is refused before anything reads it.
+    let frame = recorded.lock().unwrap().clone();
+    let answer = exchange(&c, h2, &key, move |_| frame);
+    assert!(
+        answer.is_none(),
+        "a replayed frame was answered: {answer:?}"
+    );
+    assert_eq!(rejected(&c, 1, "replayed"), 1);
+
+    // 4. The right key but not from the primary (h3 is a secondary).
+    let (g, k) = (grab.clone(), key.clone());
+    let answer = response(exchange(&c, h2, &key, move |n| {
+        apply(&u3, n, u64::MAX / 2, &g, &k)
+    }));
+    match answer {
+        Some(Response::Refused { reason }) => {
+            assert!(reason.contains("not the primary"), "{reason}")
+        }
+        other => panic!("a placement from a secondary was not refused: {other:?}"),
+    }
+
+    // 5. Garbage and an oversized header.
+    let answer = exchange(&c, h2, &key, |_| b"GET / HTTP/1.0\r\n\r\n".to_vec());
+    assert!(answer.is_none());
+    assert_eq!(rejected(&c, 1, "malformed"), 1);
+    let answer = exchange(&c, h2, &key, |_| {
+        let mut f = wire::MAGIC.to_vec();
+        f.extend([wire::VERSION, 2, 0, 0]);
+        f.extend(u32::MAX.to_be_bytes());
+        f
+    });
+    assert!(answer.is_none());
+    assert_eq!(rejected(&c, 1, "oversized"), 1);
+
+    // Nothing moved anywhere, and the group still works: a real push after all this.
+    assert_eq!(snapshot(&c), before);
+    let everything_on_h3 = format!(
+        "{u1}::; {}::; {}::{}",
+        c.group.uuid(1),
+        c.group.uuid(2),
+        READS.join(",")
+    );
+    let out = c.control(0, &["set-topology", &everything_on_h3]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait(SETTLE, "the real placement applied", |c| {
+        READS.iter().all(|s| c.holders_of(vip(s)) == [2])
+    })
+    .unwrap();
+}
