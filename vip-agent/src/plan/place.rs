@@ -17,16 +17,16 @@ use crate::config::FloatingType;
 ///   dealt round-robin to the secondaries in uuid order (counts differ by at most one);
 ///   with no secondary, all go to the primary. Both floating types.
 /// - Otherwise, per floating type:
-///   - [`FloatingType::ToAnotherSecondary`]: see `balance.rs`: while any
-///     secondary is ONLINE no read VIP is on the primary and the secondaries' counts
-///     differ by at most one, reached with the fewest moves; with no secondary,
-///     everything is on the primary.
-///   - [`FloatingType::ToPrimary`]: see `keep.rs`: valid claims are kept,
-///     unheld VIPs go to the primary, then each empty secondary takes one VIP.
+///   - [`FloatingType::ToAnotherSecondary`] (`balance.rs`): while any secondary is ONLINE
+///     no read VIP is on the primary and the secondaries' counts differ by at most one,
+///     reached with the fewest moves; with no secondary, everything is on the primary.
+///   - [`FloatingType::ToPrimary`] (`keep.rs`): valid claims are kept, unheld VIPs go to
+///     the primary, then each empty secondary takes one VIP.
 ///
 /// Ties are broken by uuid (lowest first) and VIPs are taken in `read_vips` order (not
 /// sorted), so the result depends only on the input's content: not on the order of
-/// `members`, nor on how `holdings` was built.
+/// `members`, nor on how `holdings` was built. (Duplicate members or read VIPs, and
+/// several primaries, are resolved by uuid too: see `view.rs`.)
 pub fn place(input: &Input) -> Placement {
     let Some(view) = View::new(input) else {
         return Placement::default();

@@ -196,7 +196,8 @@ fn listing_order(members: &[Member]) -> (Option<&str>, Vec<&str>) {
 /// `p` in the topology syntax: every member listed once (the primary first, then uuid
 /// order), the write VIP first on its holder's list, then its read VIPs sorted; a member
 /// holding nothing is written `uuid::`. Holders that are not in `members` follow, in uuid
-/// order, so nothing in `p` is lost. [`parse`] reads the result back.
+/// order, so nothing in `p` is lost. [`parse`] reads the result back (unless it is empty:
+/// no member and nothing placed).
 pub fn format(p: &Placement, members: &[Member]) -> String {
     let (_, mut order) = listing_order(members);
     let listed: BTreeSet<&str> = order.iter().copied().collect();

@@ -38,14 +38,28 @@ impl<'a> View<'a> {
         let index: BTreeMap<&str, usize> =
             members.iter().enumerate().map(|(i, u)| (*u, i)).collect();
 
-        let mut vips = Vec::with_capacity(input.read_vips.len());
-        let mut vip_index: BTreeMap<IpAddr, usize> = BTreeMap::new();
-        for vip in input.read_vips {
-            if !vip_index.contains_key(vip) {
-                vip_index.insert(*vip, vips.len());
-                vips.push(*vip);
-            }
+        // The VIPs sorted by address, for lookups (a sorted Vec: a BTreeMap here cost a
+        // third of the planner's time in the bench).
+        let configured = input.read_vips;
+        let mut by_addr: Vec<(IpAddr, usize)> = configured.iter().copied().zip(0..).collect();
+        by_addr.sort_unstable();
+        by_addr.dedup_by_key(|(vip, _)| *vip); // keeps each address's first position
+        let mut firsts: Vec<usize> = by_addr.iter().map(|(_, position)| *position).collect();
+        firsts.sort_unstable();
+        let vips: Vec<IpAddr> = firsts
+            .iter()
+            .map(|position| configured[*position])
+            .collect();
+        // From a position in `configured` to an index in `vips`.
+        for (_, i) in &mut by_addr {
+            *i = firsts.partition_point(|position| position < i);
         }
+        let vip_index = |vip: &IpAddr| {
+            by_addr
+                .binary_search_by_key(vip, |(v, _)| *v)
+                .ok()
+                .map(|found| by_addr[found].1)
+        };
 
         // Holdings iterate in uuid order, so the first claim seen is the lowest uuid's.
         let mut holder = vec![None; vips.len()];
@@ -54,7 +68,7 @@ impl<'a> View<'a> {
                 continue; // not an ONLINE member: its claims are void
             };
             for vip in held {
-                if let Some(&i) = vip_index.get(vip)
+                if let Some(i) = vip_index(vip)
                     && let Some(slot) = holder.get_mut(i)
                     && slot.is_none()
                 {
