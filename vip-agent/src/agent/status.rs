@@ -30,6 +30,9 @@ impl Agent {
             }
         };
         let mut rejected = self.peer_stats.snapshot();
+        // Only rejections belong in that table; the served count goes with the peer line.
+        let served = rejected.remove("served").unwrap_or(0);
+        let unanswered = rejected.remove("unanswered").unwrap_or(0);
         for (kind, n) in &self.refused {
             *rejected.entry(format!("refused_{kind}")).or_default() += n;
         }
@@ -62,7 +65,8 @@ impl Agent {
             (
                 "peer",
                 format!(
-                    "listening on [::]:{}, HMAC-SHA256, resync every {} s",
+                    "listening on [::]:{}, HMAC-SHA256, resync every {} s; {served} requests \
+                     served, {unanswered} unanswered",
                     cfg.peer.port,
                     cfg.peer.resync_interval.as_secs()
                 ),
