@@ -649,6 +649,33 @@ mod tests {
     }
 
     #[test]
+    fn the_fuzz_seeds_are_valid_bodies() {
+        // fuzz/seeds/peer_frame: a kind ('0' challenge, '1' request, '2' response) and a
+        // JSON body, which the fuzz target MACs. Kept in step with the format here.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/peer_frame");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("frame_") {
+                continue; // raw wire bytes, meant to be refused
+            }
+            let seed = std::fs::read(&path).unwrap();
+            let kind = match seed[0] {
+                b'0' => Kind::Challenge,
+                b'1' => Kind::Request,
+                b'2' => Kind::Response,
+                other => panic!("{name}: kind byte {other}"),
+            };
+            let frame = seal(kind, &seed[1..], &key()).unwrap();
+            let body = decode(&frame, &key()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(body.kind(), kind, "{name}");
+            checked += 1;
+        }
+        assert!(checked >= 5, "only {checked} seeds in {}", dir.display());
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic() {
         // A tiny deterministic fuzz; `cargo xtask fuzz` does the real thing.
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
