@@ -27,7 +27,7 @@ pub const MAGIC: [u8; 4] = *b"VIPA";
 pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 12;
 pub const MAC_LEN: usize = 32;
-/// The largest body accepted. A placement of every VIP of a 9-member group is ~2 KiB.
+/// The largest body accepted: 9 members with a read VIP each need under 1 KiB.
 pub const MAX_BODY: usize = 64 * 1024;
 /// The largest frame on the wire.
 pub const MAX_FRAME: usize = HEADER_LEN + MAX_BODY + MAC_LEN;
@@ -443,6 +443,29 @@ mod tests {
             assert_eq!(parse_header(&frame).unwrap().kind, body.kind());
             assert_eq!(decode(&frame, &key()), Ok(body));
         }
+    }
+
+    #[test]
+    fn a_full_group_is_far_under_the_limit() {
+        // 9 members (the MGR maximum), a long IPv6 read VIP each, real-length uuids.
+        let uuid = |i: usize| format!("3e1c4b5a-0000-11ef-9a2b-0242ac1100{i:02}");
+        let vip = |i: usize| format!("fd00:aaaa:bbbb:cccc:dddd:eeee:ffff:{i:04}");
+        let placement = Placement {
+            write: Some((vip(99).parse().unwrap(), uuid(0))),
+            read: (0..9).map(|i| (vip(i).parse().unwrap(), uuid(i))).collect(),
+        };
+        let body = Body::Request(RequestEnvelope {
+            from: uuid(0),
+            nonce: Nonce([1; 16]),
+            client_nonce: Nonce([2; 16]),
+            request: Request::Apply {
+                stamp: u64::MAX,
+                placement,
+                reannounce: true,
+            },
+        });
+        let len = encode(&body, &key()).unwrap().len() - HEADER_LEN - MAC_LEN;
+        assert!(len < 1024, "{len} bytes");
     }
 
     #[test]
