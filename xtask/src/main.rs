@@ -5,12 +5,14 @@
 //!   programs for `bpfel-unknown-none`.
 //! - `demo`: the failover demo (the lab, the simulated group, one agent per host).
 //! - `test`: the project's whole test run, from a fresh machine: packages, eBPF build,
-//!   formatting, lints and every test.
+//!   formatting, lints, every test, then a minute of fuzzing.
+//! - `fuzz`: fuzzes the peer frame decoder (installing cargo-fuzz first if missing).
 
 mod bench;
 mod build_ebpf;
 mod cmd;
 mod demo;
+mod fuzz;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +39,12 @@ enum Task {
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
     },
+    /// Fuzz the peer frame decoder with cargo-fuzz (nightly); fails if it finds a crash.
+    Fuzz {
+        /// How long to fuzz (libFuzzer reads 0 as "forever", so at least 1).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+    },
 }
 
 fn main() {
@@ -46,6 +54,7 @@ fn main() {
         Task::Bench => bench::run(),
         Task::BuildEbpf => build_ebpf::run().map(|object| println!("{}", object.display())),
         Task::Test { cargo_test_args } => test::run(&cargo_test_args),
+        Task::Fuzz { seconds } => fuzz::run(seconds),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

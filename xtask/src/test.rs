@@ -2,9 +2,9 @@
 //!
 //! Order matters: system packages first (the lab and tests use them), then the eBPF
 //! object (vip-agent embeds it, so nothing else builds without it), then formatting and
-//! lints, then every test of the default workspace members.
+//! lints, then every test of the default workspace members, then the fuzzer.
 
-use crate::{build_ebpf, cmd};
+use crate::{build_ebpf, cmd, fuzz};
 use anyhow::{Context, Result, bail};
 use std::process::Command;
 
@@ -47,7 +47,9 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
         cargo()
             .args(["test", "--no-fail-fast"])
             .args(cargo_test_args),
-    )
+    )?;
+    // The peer port decodes bytes from anyone who can reach it: a minute of fuzzing.
+    fuzz::run(60)
 }
 
 fn installed(package: &str) -> bool {

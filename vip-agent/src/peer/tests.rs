@@ -104,9 +104,11 @@ impl Harness {
     }
 
     async fn good_call(&self) -> Response {
+        // Not the watch's borrow guard: it must not be held across an await.
+        let key = self.key.borrow().clone();
         call(
             self.addr,
-            &self.key.borrow(),
+            &key,
             "uuid-good",
             Request::Holdings,
             CALL_TIMEOUT,

@@ -27,7 +27,7 @@ pub const MAGIC: [u8; 4] = *b"VIPA";
 pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 12;
 pub const MAC_LEN: usize = 32;
-/// The largest body accepted. A placement of every VIP of a 9-member group is ~2 KiB.
+/// The largest body accepted: 9 members with a read VIP each need under 1 KiB.
 pub const MAX_BODY: usize = 64 * 1024;
 /// The largest frame on the wire.
 pub const MAX_FRAME: usize = HEADER_LEN + MAX_BODY + MAC_LEN;
@@ -446,6 +446,29 @@ mod tests {
     }
 
     #[test]
+    fn a_full_group_is_far_under_the_limit() {
+        // 9 members (the MGR maximum), a long IPv6 read VIP each, real-length uuids.
+        let uuid = |i: usize| format!("3e1c4b5a-0000-11ef-9a2b-0242ac1100{i:02}");
+        let vip = |i: usize| format!("fd00:aaaa:bbbb:cccc:dddd:eeee:ffff:{i:04}");
+        let placement = Placement {
+            write: Some((vip(99).parse().unwrap(), uuid(0))),
+            read: (0..9).map(|i| (vip(i).parse().unwrap(), uuid(i))).collect(),
+        };
+        let body = Body::Request(RequestEnvelope {
+            from: uuid(0),
+            nonce: Nonce([1; 16]),
+            client_nonce: Nonce([2; 16]),
+            request: Request::Apply {
+                stamp: u64::MAX,
+                placement,
+                reannounce: true,
+            },
+        });
+        let len = encode(&body, &key()).unwrap().len() - HEADER_LEN - MAC_LEN;
+        assert!(len < 1024, "{len} bytes");
+    }
+
+    #[test]
     fn the_layout_is_as_documented() {
         let frame = seal(Kind::Response, b"{}", &key()).unwrap();
         assert_eq!(&frame[..12], b"VIPA\x01\x03\x00\x00\x00\x00\x00\x02");
@@ -646,6 +669,33 @@ mod tests {
             decode_request(&frame, &key(), &Nonce([3; 16])),
             Err(FrameError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn the_fuzz_seeds_are_valid_bodies() {
+        // fuzz/seeds/peer_frame: a kind ('0' challenge, '1' request, '2' response) and a
+        // JSON body, which the fuzz target MACs. Kept in step with the format here.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/peer_frame");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("frame_") {
+                continue; // raw wire bytes, meant to be refused
+            }
+            let seed = std::fs::read(&path).unwrap();
+            let kind = match seed[0] {
+                b'0' => Kind::Challenge,
+                b'1' => Kind::Request,
+                b'2' => Kind::Response,
+                other => panic!("{name}: kind byte {other}"),
+            };
+            let frame = seal(kind, &seed[1..], &key()).unwrap();
+            let body = decode(&frame, &key()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(body.kind(), kind, "{name}");
+            checked += 1;
+        }
+        assert!(checked >= 5, "only {checked} seeds in {}", dir.display());
     }
 
     #[test]

@@ -1,0 +1,115 @@
+//! `cargo xtask fuzz [--seconds N]`: fuzzes the peer frame decoder for N seconds.
+//!
+//! The peer port reads bytes from anyone who can reach it, so its decoder must not
+//! panic on any input. This installs cargo-fuzz if missing (into `<target>/tools`, like
+//! bpf-linker), then runs the `peer_frame` target of `fuzz/` with the nightly toolchain.
+//! It fails if the fuzzer finds a crash; the input is kept under `fuzz/artifacts/`.
+
+use crate::{build_ebpf, cmd};
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+const CARGO_FUZZ_VERSION: &str = "0.13";
+const TARGET: &str = "peer_frame";
+
+pub fn run(seconds: u64) -> Result<()> {
+    cmd::output(cmd::nightly_cmd("rustc").arg("-V")).context(
+        "fuzzing needs the nightly toolchain; install it with \
+         `rustup toolchain install nightly --profile minimal`",
+    )?;
+    let tools = ensure_cargo_fuzz()?;
+    // vip-agent's build script embeds the eBPF object; build it unless one is given.
+    let ebpf_object = match std::env::var_os("VIP_EBPF_OBJECT") {
+        Some(path) => PathBuf::from(path),
+        None => build_ebpf::run()?,
+    };
+
+    let root = cmd::workspace_root();
+    let fuzz_dir = root.join("fuzz");
+    // New inputs go to corpus/ (kept between runs, not committed); seeds/ is read only.
+    let corpus = fuzz_dir.join("corpus").join(TARGET);
+    std::fs::create_dir_all(&corpus)
+        .with_context(|| format!("could not create {}", corpus.display()))?;
+    let seeds = fuzz_dir.join("seeds").join(TARGET);
+
+    let path = std::env::join_paths(
+        std::iter::once(tools.clone()).chain(
+            std::env::var_os("PATH")
+                .iter()
+                .flat_map(std::env::split_paths),
+        ),
+    )
+    .context("PATH holds an entry that cannot be joined")?;
+    let result = cmd::run(
+        cmd::nightly_cmd("cargo")
+            .current_dir(&root)
+            .env("PATH", path)
+            .env("VIP_EBPF_OBJECT", &ebpf_object)
+            // The decoder is safe Rust: AddressSanitizer would find nothing there, and
+            // would halve the speed and instrument every dependency a second time.
+            // Panics, overflows (debug assertions are on) and stack overflows are caught.
+            .args(["fuzz", "run", "--sanitizer", "none", TARGET])
+            .arg(&corpus)
+            .arg(&seeds)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-print_final_stats=1"),
+    );
+    if result.is_err() {
+        bail!(
+            "the fuzzer found a crash in the `{TARGET}` target (or could not run; see above). \
+             The input is in {}; replay it with \
+             `cargo +nightly fuzz run --sanitizer none {TARGET} <that file>` in {}",
+            fuzz_dir.join("artifacts").join(TARGET).display(),
+            root.display()
+        );
+    }
+    Ok(())
+}
+
+/// Returns the folder holding a working `cargo-fuzz`, installing it there if needed.
+fn ensure_cargo_fuzz() -> Result<PathBuf> {
+    let root = cmd::target_dir().join("tools").join("cargo-fuzz");
+    let bin = root.join("bin");
+    if works(&bin.join("cargo-fuzz")) {
+        return Ok(bin);
+    }
+    eprintln!(
+        "cargo-fuzz is missing; installing it into {}",
+        root.display()
+    );
+    let started = Instant::now();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    cmd::run(
+        Command::new(&cargo)
+            .args(["install", "cargo-fuzz", "--locked", "--version"])
+            .arg(format!("^{CARGO_FUZZ_VERSION}"))
+            .arg("--root")
+            .arg(&root),
+    )
+    .with_context(|| {
+        format!(
+            "could not install cargo-fuzz; try `cargo install cargo-fuzz --locked --root {}`",
+            root.display()
+        )
+    })?;
+    eprintln!("cargo-fuzz installed in {:.0?}", started.elapsed());
+    if !works(&bin.join("cargo-fuzz")) {
+        bail!(
+            "{} was installed but does not run; try `{} --version`",
+            bin.join("cargo-fuzz").display(),
+            bin.join("cargo-fuzz").display()
+        );
+    }
+    Ok(bin)
+}
+
+fn works(cargo_fuzz: &Path) -> bool {
+    cargo_fuzz.is_file()
+        && Command::new(cargo_fuzz)
+            .args(["fuzz", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
