@@ -435,3 +435,39 @@ async fn switchover_has_no_two_owners() {
     );
     assert!(wait_for(SETTLE, || c.holders() == [1]));
 }
+
+/// The primary's agent is gone: the secondaries keep their read VIPs while their own
+/// views are healthy, even an agent that restarts and cannot reach the primary's agent.
+/// A secondary cut off into a minority then releases them.
+#[tokio::test(flavor = "multi_thread")]
+async fn secondaries_keep_read_vips_without_the_primary_agent_until_quorum_loss() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let mut c = start(3, settings("TO_PRIMARY", &FOUR, "np"));
+    c.wait_sole_holder(0, SETTLE).unwrap();
+    let before = wait_shares(&c, "first placement", |s| {
+        counts(s).iter().sum::<usize>() == 3
+    });
+    c.stop_agent(0).unwrap();
+    // h2's agent restarts with no placement and no primary's agent to ask.
+    c.stop_agent(1).unwrap();
+    c.restart_agent(1).unwrap();
+    c.wait(SETTLE, "h2's agent adopted its read VIPs", |c| {
+        c.events(1).iter().filter(|e| e.event == "adopted").count() == before[1].len()
+    })
+    .unwrap();
+    assert_eq!(shares(&c).unwrap(), before, "{}", c.logs());
+    assert!(
+        !c.events(1).iter().any(|e| e.event == "released"),
+        "{}",
+        c.logs()
+    );
+
+    // h2 alone on its side: no quorum, so it lets go of everything.
+    c.group.partition(&[&[0, 2], &[1]]).unwrap();
+    c.wait(SETTLE, "h2 released its read VIPs", |c| {
+        before[1].iter().all(|v| !c.holders_of(*v).contains(&1))
+    })
+    .unwrap();
+}

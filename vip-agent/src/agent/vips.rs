@@ -54,7 +54,8 @@ impl Agent {
                 want.extend(share.intersection(&read));
                 drop.extend(bound.intersection(&read).filter(|v| !share.contains(v)));
             }
-            ReadVips::Keep => {}
+            // Kept as they are; on the first look they are adopted (and announced).
+            ReadVips::Keep => want.extend(bound.intersection(&read)),
             ReadVips::ReleaseAll => drop.extend(bound.intersection(&read)),
         }
         let reason = status.to_string();

@@ -48,6 +48,7 @@ use crate::plan::Placement;
 
 /// What one agent asks another. Every request travels in an authenticated frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum Request {
     /// "Which of the configured VIPs do you hold?" The primary asks before it plans.
     Holdings,
@@ -65,6 +66,7 @@ pub enum Request {
 
 /// The answer to a [`Request`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum Response {
     /// The configured VIPs bound on this node (the write VIP included, if bound).
     Holdings {

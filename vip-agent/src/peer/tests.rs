@@ -626,3 +626,19 @@ async fn the_server_stops_when_the_agent_is_gone() {
         .expect("the accept loop should end")
         .unwrap();
 }
+
+#[test]
+fn an_unknown_field_inside_a_request_is_malformed() {
+    // The envelope refuses unknown fields; so do the request and the placement in it.
+    let key = Key::from_bytes(&[9; 32]).unwrap();
+    let body = br#"{"from":"a","nonce":"00000000000000000000000000000000","client_nonce":"00000000000000000000000000000000","request":{"Apply":{"stamp":1,"placement":{"write":null,"read":{},"extra":1},"reannounce":false}}}"#;
+    let frame = super::wire::seal(super::wire::Kind::Request, body, &key).unwrap();
+    match super::wire::decode(&frame, &key) {
+        Err(e) => assert_eq!(e.kind(), "malformed", "{e}"),
+        Ok(b) => panic!("decoded {b:?}"),
+    }
+    let good = body.to_vec();
+    let good = String::from_utf8(good).unwrap().replace(",\"extra\":1", "");
+    let frame = super::wire::seal(super::wire::Kind::Request, good.as_bytes(), &key).unwrap();
+    assert!(super::wire::decode(&frame, &key).is_ok());
+}

@@ -49,6 +49,8 @@ pub type Holdings = BTreeMap<String, BTreeSet<IpAddr>>;
 /// Who holds what: the planner's output, a manual override (set-topology), and what the
 /// primary pushes to the other agents.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+// A peer frame with an unknown field is refused whole rather than half-read.
+#[serde(deny_unknown_fields)]
 pub struct Placement {
     /// The write VIP and the uuid of its holder (the primary).
     pub write: Option<(IpAddr, String)>,
