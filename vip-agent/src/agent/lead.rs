@@ -56,7 +56,20 @@ impl Agent {
         let others: Vec<Peer> = others(members, me).collect();
         let claims = self.collect_holdings(me, &others).await?;
         if !self.coord.write_cleared {
+            let started = Instant::now();
             self.clear_write(me, &others, &claims).await;
+            // The wait may have outlived the view it started from: read it again, and
+            // bind nothing if this node is no longer the primary.
+            if started.elapsed() >= self.cfg.mysql.poll_interval {
+                let now = self.poller.poll().await;
+                self.observe(&now);
+                let still = matches!(&now, NodeStatus::Primary { me: m, .. } if m == me);
+                self.status = Some(now);
+                if !still {
+                    self.coord.write_cleared = false;
+                    return Ok(());
+                }
+            }
         }
         let placement = self.choose(&online, &claims);
         if self.coord.placement.as_ref() != Some(&placement) {

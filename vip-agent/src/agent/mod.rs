@@ -246,7 +246,8 @@ impl Agent {
         }
         let result = self.reconcile().await;
         self.report(result);
-        if matches!(status, NodeStatus::Primary { .. }) {
+        // `lead` may have read the view again (after waiting on other agents).
+        if let Some(status @ NodeStatus::Primary { .. }) = self.status.clone() {
             self.push_pending(&status).await;
         }
     }
