@@ -464,17 +464,17 @@ impl DiagSocket {
         let seq = self.next_seq();
         self.send(&destroy_request(conn, seq))?;
         loop {
-            for reply in self.recv(seq)? {
-                match reply {
-                    Reply::Error(0) => return Ok(None),
-                    Reply::Error(code) => return Ok(Some(code.saturating_neg())),
-                    other => {
-                        return Err(ResetError::Protocol(format!(
-                            "{other:?} in answer to SOCK_DESTROY"
-                        )));
-                    }
-                }
-            }
+            // The answer is one message; a datagram of other sequences only is skipped.
+            let Some(reply) = self.recv(seq)?.into_iter().next() else {
+                continue;
+            };
+            return match reply {
+                Reply::Error(0) => Ok(None),
+                Reply::Error(code) => Ok(Some(code.saturating_neg())),
+                other => Err(ResetError::Protocol(format!(
+                    "{other:?} in answer to SOCK_DESTROY"
+                ))),
+            };
         }
     }
 }
