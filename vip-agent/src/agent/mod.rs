@@ -70,6 +70,8 @@ pub struct Agent {
     /// Requests refused by the agent itself (stale stamp, sender not the primary, …).
     refused: BTreeMap<String, u64>,
     peers: BTreeMap<String, PeerHealth>,
+    /// Connection resets that failed as a whole (shown by `status`).
+    reset_errors: u64,
 }
 
 /// Coordination state: the placement this node follows, and the primary's bookkeeping.
@@ -133,6 +135,7 @@ impl Agent {
             peer_stats: Arc::new(Stats::default()),
             refused: BTreeMap::new(),
             peers: BTreeMap::new(),
+            reset_errors: 0,
         })
     }
 
@@ -322,6 +325,21 @@ pub async fn release(cfg: &Config) -> Result<Vec<IpAddr>> {
         .filter(|vip| bound.iter().any(|b| b.addr == *vip))
         .collect();
     for vip in &ours {
+        let vip_ = *vip;
+        // As in the loop: the VIP's clients get a reset rather than a hang.
+        match tokio::task::spawn_blocking(move || {
+            crate::datapath::sock_destroy::reset_local(vip_, None)
+        })
+        .await?
+        {
+            Ok(r) if r.destroyed > 0 => {
+                info!(event = "reset", vip = %vip, connections = r.destroyed, "reset {} connection(s) through {vip}", r.destroyed)
+            }
+            Ok(_) => {}
+            Err(e) => {
+                error!(event = "reset_failed", vip = %vip, "could not reset the connections through {vip}: {e}")
+            }
+        }
         addrs.unbind(&cfg.vip.nic, *vip, cfg.vip.prefix).await?;
         info!(event = "released", vip = %vip, nic = %cfg.vip.nic, reason = "vip-agent release", "released");
     }

@@ -74,7 +74,11 @@ impl Agent {
             ("control", cfg.control.socket.display().to_string()),
             (
                 "datapath",
-                "off: connection reset on VIP loss is not built yet (F4)".to_string(),
+                format!(
+                    "connections reset on VIP loss via netlink SOCK_DESTROY ({} failed); \
+                     eBPF tracking, guard and iter/tcp reset not wired yet (F4)",
+                    self.reset_errors
+                ),
             ),
         ]
         .into_iter()

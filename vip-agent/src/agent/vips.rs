@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 use super::Agent;
 use super::decide::{self, ReadVips, WriteVip};
 use crate::control::LastAnnouncement;
+use crate::datapath::sock_destroy;
 use crate::net::announce::{self, Announcement};
 
 impl Agent {
@@ -107,14 +108,48 @@ impl Agent {
         if let Some(task) = self.announcers.remove(&vip) {
             task.abort();
         }
+        // Its clients get a reset now instead of hanging until TCP gives up: before the
+        // unbind, and once more after it for a connection that arrived in between (none
+        // can arrive once the address is gone).
+        let before = self.reset_connections(vip).await;
         self.addrs
             .unbind(&self.cfg.vip.nic, vip, self.cfg.vip.prefix)
             .await?;
+        let after = self.reset_connections(vip).await;
+        if before + after > 0 {
+            info!(event = "reset", vip = %vip, connections = before + after, "reset {} connection(s) through {vip}", before + after);
+        }
         if let Some(seen) = &mut self.seen_bound {
             seen.remove(&vip);
         }
         info!(event = "released", vip = %vip, nic = %self.cfg.vip.nic, reason = %reason, "released {} {vip}", self.kind(vip));
         Ok(())
+    }
+
+    /// Destroys every TCP connection whose local address is `vip` (netlink SOCK_DESTROY,
+    /// in this agent's network namespace). Failures are logged as errors, never fatal:
+    /// releasing the VIP matters more than resetting its clients.
+    async fn reset_connections(&mut self, vip: IpAddr) -> usize {
+        let result =
+            tokio::task::spawn_blocking(move || sock_destroy::reset_local(vip, None)).await;
+        match result {
+            Ok(Ok(reset)) => {
+                for (conn, e) in &reset.failed {
+                    error!(event = "reset_failed", vip = %vip, "could not reset {conn}: {e}");
+                }
+                reset.destroyed
+            }
+            Ok(Err(e)) => {
+                error!(event = "reset_failed", vip = %vip, "could not reset the connections through {vip}: {e}");
+                self.reset_errors += 1;
+                0
+            }
+            Err(e) => {
+                error!(event = "reset_failed", vip = %vip, "the reset task failed: {e}");
+                self.reset_errors += 1;
+                0
+            }
+        }
     }
 
     /// "the write VIP" or "read VIP", for log lines.

@@ -1,0 +1,160 @@
+//! Clients fail fast: when a node loses a VIP, every connection that came in through it
+//! is reset at once, even an idle one that sends nothing, while connections through the
+//! VIPs the node keeps are untouched. (The netlink SOCK_DESTROY path; the eBPF paths come
+//! with the rest of F4.)
+
+use std::io::{ErrorKind, Read};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use vip_tests::cluster::{Cluster, MYSQL_PORT, VipSettings};
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+fn vip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// `n` connections from the client host to `addr`:3306, each past the server's greeting
+/// (so the server side is established and accepted).
+fn connect(c: &Cluster, addr: IpAddr, n: usize) -> Vec<TcpStream> {
+    vip_tests::netns::run_in(c.client().ns(), move || {
+        (0..n)
+            .map(|_| {
+                let to = SocketAddr::new(addr, MYSQL_PORT);
+                let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut greeting = [0u8; 1024];
+                assert!(s.read(&mut greeting).unwrap() > 0, "no greeting from {to}");
+                s
+            })
+            .collect()
+    })
+    .unwrap()
+}
+
+/// What an idle client sees within `timeout` without sending anything: `Ok(())` for a
+/// reset, else what happened instead.
+fn reset_within(s: &mut TcpStream, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("still open after {timeout:?}"));
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return Err("closed with a FIN, not reset".into()),
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(format!("still open after {timeout:?}"));
+            }
+            Err(e) => return Err(format!("{e}")),
+        }
+    }
+}
+
+/// Every stream reset within `timeout`; the failures otherwise.
+fn all_reset(streams: &mut [TcpStream], timeout: Duration) -> Vec<String> {
+    streams
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, s)| reset_within(s, timeout).err().map(|e| format!("#{i}: {e}")))
+        .collect()
+}
+
+async fn switchover_resets_the_write_vips_clients(settings: VipSettings) {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let c = Cluster::start(3, settings, vip_tests::agent_binary(), |g| g).unwrap();
+    let write = c.settings.write_vip;
+    c.wait_sole_holder(0, SETTLE).unwrap();
+    let mut clients = connect(&c, write, 20);
+
+    c.group.switchover(1).unwrap();
+    c.wait_sole_holder(1, SETTLE).unwrap();
+    let failed = all_reset(&mut clients, Duration::from_secs(5));
+    assert!(failed.is_empty(), "not reset: {failed:?}\n{}", c.logs());
+    let reset: u64 = c
+        .events(0)
+        .iter()
+        .filter(|e| e.event == "reset")
+        .filter_map(|e| e.fields["connections"].as_u64())
+        .sum();
+    assert_eq!(reset, 20, "{}", c.logs());
+    // New connections reach the new primary.
+    c.wait_client_reaches(write, 1, SETTLE).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switchover_resets_the_write_vips_clients_ipv4() {
+    switchover_resets_the_write_vips_clients(VipSettings {
+        instance: "rs4".into(),
+        ..VipSettings::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switchover_resets_the_write_vips_clients_ipv6() {
+    switchover_resets_the_write_vips_clients(VipSettings {
+        write_vip: vip("2001:db8::50"),
+        prefix: 64,
+        instance: "rs6".into(),
+        ..VipSettings::default()
+    })
+    .await;
+}
+
+/// Moving one read VIP off a node resets that VIP's connections only.
+#[tokio::test(flavor = "multi_thread")]
+async fn moving_a_read_vip_resets_only_its_connections() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let reads = ["198.51.100.61", "198.51.100.62", "198.51.100.63"];
+    let settings = VipSettings {
+        read_vips: reads.iter().map(|s| vip(s)).collect(),
+        instance: "rsr".into(),
+        ..VipSettings::default()
+    };
+    let c = Cluster::start(3, settings, vip_tests::agent_binary(), |g| g).unwrap();
+    c.wait_sole_holder(0, SETTLE).unwrap();
+    // First placement: h2 holds .61 and .63, h3 holds .62.
+    c.wait(SETTLE, "first placement", |c| {
+        c.holders_of(vip(reads[0])) == [1] && c.holders_of(vip(reads[2])) == [1]
+    })
+    .unwrap();
+    let mut moved = connect(&c, vip(reads[0]), 10);
+    let mut kept = connect(&c, vip(reads[2]), 10);
+
+    let (u1, u2, u3) = (c.group.uuid(0), c.group.uuid(1), c.group.uuid(2));
+    let text = format!(
+        "{u1}::; {u2}::{}; {u3}::{},{}",
+        reads[2], reads[0], reads[1]
+    );
+    let out = c.control(0, &["set-topology", &text]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait(SETTLE, ".61 on h3", |c| c.holders_of(vip(reads[0])) == [2])
+        .unwrap();
+
+    let failed = all_reset(&mut moved, Duration::from_secs(5));
+    assert!(failed.is_empty(), "not reset: {failed:?}\n{}", c.logs());
+    // The kept VIP's clients are still connected: nothing arrives, and no reset.
+    for (i, s) in kept.iter_mut().enumerate() {
+        match reset_within(s, Duration::from_millis(200)) {
+            Err(e) if e.starts_with("still open") => {}
+            other => panic!(
+                "connection #{i} through {} was touched: {other:?}",
+                reads[2]
+            ),
+        }
+    }
+}
