@@ -4,6 +4,7 @@
 //! so several instances on one host never touch each other's maps.
 
 pub mod count_dst;
+pub mod iter_reset;
 
 use anyhow::{Context, Result, bail};
 use aya::Ebpf;
