@@ -4,6 +4,7 @@
 //! so several instances on one host never touch each other's maps.
 
 pub mod count_dst;
+pub mod iter_reset;
 pub mod sock_destroy;
 
 use anyhow::{Context, Result, bail};
@@ -18,8 +19,13 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 const PIN_ROOT: &str = "vip-agent";
 
 /// Loads the embedded object into the kernel (maps created, programs not yet loaded).
+///
+/// Not for `reset_tcp`: aya cannot parse the object while its kfunc calls are unbound,
+/// so they are bound here to a placeholder BTF id (0) that only satisfies aya; the
+/// verifier would reject it. [`iter_reset::IterReset::load`] binds the kernel's real id.
 pub fn load() -> Result<Ebpf> {
-    Ebpf::load(OBJECT).map_err(|e| {
+    let object = iter_reset::patch_kfunc_calls(OBJECT, |_| Ok(0))?;
+    Ebpf::load(object.bytes()).map_err(|e| {
         anyhow::Error::new(e).context(
             "could not load vip-agent's eBPF object: the agent needs CAP_BPF, CAP_NET_ADMIN \
              and CAP_PERFMON (or root) and a kernel with BTF (/sys/kernel/btf/vmlinux)",

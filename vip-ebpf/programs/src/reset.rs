@@ -1,0 +1,135 @@
+//! `reset_tcp`: a TCP socket iterator (`iter/tcp`) that destroys every socket whose
+//! LOCAL address is the target VIP, so clients of a node that lost the VIP get a reset
+//! at once instead of hanging until their retransmissions time out.
+//!
+//! Userspace writes the target (and the kernel's `struct sock_common` field offsets) to
+//! `RESET_TARGET`, creates an iterator from the link and reads it to the end; each read
+//! runs this program once per TCP socket of the READER's network namespace, then once
+//! more with a NULL socket. The program calls the kfunc `bpf_sock_destroy` (kernel
+//! >= 6.5, GPL only), which aborts the socket: the peer gets a RST, local readers get
+//! ECONNABORTED.
+//!
+//! Field offsets: Rust has no CO-RE field relocations, so the offsets come from the
+//! running kernel's BTF at load time (see `ResetTarget::off`) and the fields are read
+//! with `bpf_probe_read_kernel`. Only the unmodified `sk_common` pointer from the
+//! context (a trusted BTF pointer) is passed to the kfunc, as the verifier requires.
+//!
+//! aya-ebpf 0.2 has no `#[iter]` macro, so the section is written by hand, and
+//! bpf-linker leaves `bpf_sock_destroy` as an undefined symbol with a `call -1`: the
+//! loader patches that call into a kfunc call before aya parses the object.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{btf_maps::Array, helpers::bpf_probe_read_kernel, macros::btf_map};
+use vip_ebpf_common::{AF_INET, AF_INET6, ResetCount, ResetTarget};
+
+/// Slot 0: what to destroy. `family == 0` (the initial value) destroys nothing.
+#[btf_map]
+static RESET_TARGET: Array<ResetTarget, 1> = Array::new();
+
+/// Slot 0: what the last run did. Userspace zeroes it before each run. An iterator read
+/// runs the program sequentially, so plain (non-atomic) increments are exact.
+#[btf_map]
+static RESET_COUNT: Array<ResetCount, 1> = Array::new();
+
+unsafe extern "C" {
+    /// The kfunc (net/core/filter.c). Declared here; bound by the loader (see above).
+    fn bpf_sock_destroy(sk: *mut c_void) -> i32;
+}
+
+// Kernel TCP states (include/net/tcp_states.h) that are not connections to reset:
+// listeners, and the mini sockets of TIME_WAIT and of half-open connections (request
+// sockets), which are not full `struct sock`s and which `bpf_sock_destroy` cannot take.
+const TCP_TIME_WAIT: u8 = 6;
+const TCP_LISTEN: u8 = 10;
+const TCP_NEW_SYN_RECV: u8 = 12;
+
+/// The context of an `iter/tcp` program: `struct bpf_iter__tcp { meta; sk_common; uid }`.
+#[repr(C)]
+struct BpfIterTcp {
+    meta: *mut c_void,
+    sk_common: *mut c_void,
+    uid: u32,
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/tcp")]
+pub extern "C" fn reset_tcp(ctx: *mut c_void) -> i32 {
+    // SAFETY: the kernel passes a valid `struct bpf_iter__tcp`; the verifier checks the
+    // load against its BTF.
+    let sk = unsafe { core::ptr::read_volatile(&(*(ctx as *const BpfIterTcp)).sk_common) };
+    if sk.is_null() {
+        return 0; // the end of the walk
+    }
+    let Some(target) = RESET_TARGET.get(0) else {
+        return 0;
+    };
+    if !matches(sk, target) {
+        return 0;
+    }
+    let Some(count) = RESET_COUNT.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: `sk` is the context's socket, checked non-NULL; `count` points into the map.
+    unsafe {
+        (*count).matched += 1;
+        let rc = bpf_sock_destroy(sk);
+        if rc == 0 {
+            (*count).destroyed += 1;
+        } else {
+            (*count).failed += 1;
+            (*count).last_error = rc as i64;
+        }
+    }
+    0
+}
+
+/// Reads `T` at byte offset `off` of the socket.
+#[inline(always)]
+fn field<T>(sk: *mut c_void, off: u16) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel tolerates any address; the offset comes from BTF.
+    unsafe { bpf_probe_read_kernel((sk as *const u8).add(off as usize) as *const T).ok() }
+}
+
+#[inline(always)]
+fn matches(sk: *mut c_void, t: &ResetTarget) -> bool {
+    let Some(state) = field::<u8>(sk, t.off.state) else {
+        return false;
+    };
+    if state == TCP_LISTEN || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
+        return false;
+    }
+    if t.port != 0 {
+        match field::<u16>(sk, t.off.num) {
+            Some(port) if port == t.port => {}
+            _ => return false,
+        }
+    }
+    let Some(family) = field::<u16>(sk, t.off.family) else {
+        return false;
+    };
+    // Compared as integers (both sides in network order): no memcmp in eBPF.
+    let want = words(&t.addr);
+    match (t.family, family) {
+        (AF_INET, AF_INET) => field::<u32>(sk, t.off.rcv_saddr) == Some(want[0]),
+        // An IPv4 VIP on a dual-stack socket (e.g. a server listening on [::]): the
+        // local address is v4-mapped, ::ffff:a.b.c.d.
+        (AF_INET, AF_INET6) => field::<[u32; 4]>(sk, t.off.v6_rcv_saddr)
+            .is_some_and(|a| a == [0, 0, V4_MAPPED, want[0]]),
+        (AF_INET6, AF_INET6) => field::<[u32; 4]>(sk, t.off.v6_rcv_saddr) == Some(want),
+        _ => false,
+    }
+}
+
+/// The second 32-bit word of a v4-mapped address (`0000:ffff`), as loaded in memory.
+const V4_MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+#[inline(always)]
+fn words(a: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
+}
