@@ -43,6 +43,9 @@ pub struct VipSettings {
     pub peer_timeout_ms: u64,
     pub switchover_timeout_ms: u64,
     pub resync_interval_ms: u64,
+    /// `Some("netlink")` makes the agents reset connections with netlink SOCK_DESTROY
+    /// instead of the iter/tcp program (VIP_AGENT_RESET_PATH).
+    pub reset_path: Option<String>,
 }
 
 impl Default for VipSettings {
@@ -63,6 +66,7 @@ impl Default for VipSettings {
             peer_timeout_ms: 1000,
             switchover_timeout_ms: 3000,
             resync_interval_ms: 20000,
+            reset_path: None,
         }
     }
 }
@@ -263,15 +267,17 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(&log)?;
-        let proc = self.lab.host(i).spawn(
-            Command::new(&self.agent_bin)
-                .args(["run", "--config"])
-                .arg(&config)
-                .env("VIP_AGENT_LOG_FORMAT", "json")
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log_file)),
-        )?;
+        let mut cmd = Command::new(&self.agent_bin);
+        cmd.args(["run", "--config"])
+            .arg(&config)
+            .env("VIP_AGENT_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file));
+        if let Some(path) = &settings.reset_path {
+            cmd.env("VIP_AGENT_RESET_PATH", path);
+        }
+        let proc = self.lab.host(i).spawn(&mut cmd)?;
         Ok(Agent {
             proc,
             log,

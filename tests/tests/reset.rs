@@ -1,7 +1,7 @@
 //! Clients fail fast: when a node loses a VIP, every connection that came in through it
 //! is reset at once, even an idle one that sends nothing, while connections through the
-//! VIPs the node keeps are untouched. (The netlink SOCK_DESTROY path; the eBPF paths come
-//! with the rest of F4.)
+//! VIPs the node keeps are untouched. Both reset paths: the iter/tcp program with
+//! bpf_sock_destroy (the default), and netlink SOCK_DESTROY (the fallback).
 
 use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -65,6 +65,16 @@ fn all_reset(streams: &mut [TcpStream], timeout: Duration) -> Vec<String> {
         .collect()
 }
 
+/// The datapath line of `vip-agent status` on host `i`.
+fn datapath_mode(c: &Cluster, i: usize) -> String {
+    let out = c.control(i, &["status", "--json"]).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["subsystems"]["datapath"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 async fn switchover_resets_the_write_vips_clients(settings: VipSettings) {
     if !vip_tests::privileged() {
         return;
@@ -72,6 +82,13 @@ async fn switchover_resets_the_write_vips_clients(settings: VipSettings) {
     let c = Cluster::start(3, settings, vip_tests::agent_binary(), |g| g).unwrap();
     let write = c.settings.write_vip;
     c.wait_sole_holder(0, SETTLE).unwrap();
+    // The path the old primary's agent will use.
+    let mode = datapath_mode(&c, 0);
+    let want = match c.settings.reset_path.as_deref() {
+        Some("netlink") => "reset on VIP loss: netlink SOCK_DESTROY (iter/tcp not used",
+        _ => "reset on VIP loss: iter/tcp + bpf_sock_destroy",
+    };
+    assert!(mode.contains(want), "{mode}");
     let mut clients = connect(&c, write, 20);
 
     c.group.switchover(1).unwrap();
@@ -93,6 +110,16 @@ async fn switchover_resets_the_write_vips_clients(settings: VipSettings) {
 async fn switchover_resets_the_write_vips_clients_ipv4() {
     switchover_resets_the_write_vips_clients(VipSettings {
         instance: "rs4".into(),
+        ..VipSettings::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switchover_resets_the_write_vips_clients_with_netlink_sock_destroy() {
+    switchover_resets_the_write_vips_clients(VipSettings {
+        instance: "rsn".into(),
+        reset_path: Some("netlink".into()),
         ..VipSettings::default()
     })
     .await;

@@ -70,8 +70,49 @@ pub struct Agent {
     /// Requests refused by the agent itself (stale stamp, sender not the primary, …).
     refused: BTreeMap<String, u64>,
     peers: BTreeMap<String, PeerHealth>,
-    /// Connection resets that failed as a whole (shown by `status`).
-    reset_errors: u64,
+    reset: Reset,
+}
+
+/// How this agent resets the connections of a VIP it lets go.
+struct Reset {
+    /// The main path; `None` when it could not load (then netlink SOCK_DESTROY).
+    iter: Option<crate::datapath::iter_reset::IterReset>,
+    /// Why the main path is not used, for `status`.
+    mode: String,
+    /// Resets that failed as a whole.
+    errors: u64,
+}
+
+impl Reset {
+    /// Loads the iter/tcp program unless `VIP_AGENT_RESET_PATH=netlink` asks for the
+    /// fallback (troubleshooting, and the tests of that path). Never fails: without the
+    /// program, netlink SOCK_DESTROY still resets, and the log and `status` say so.
+    fn start() -> Reset {
+        let forced = std::env::var("VIP_AGENT_RESET_PATH").is_ok_and(|v| v == "netlink");
+        let loaded = if forced {
+            Err("VIP_AGENT_RESET_PATH=netlink".to_string())
+        } else {
+            crate::datapath::iter_reset::IterReset::load().map_err(|e| format!("{e:#}"))
+        };
+        match loaded {
+            Ok(iter) => Reset {
+                iter: Some(iter),
+                mode: "iter/tcp + bpf_sock_destroy (fallback: netlink SOCK_DESTROY)".into(),
+                errors: 0,
+            },
+            Err(why) => {
+                warn!(
+                    event = "datapath",
+                    "connection reset uses netlink SOCK_DESTROY: the iter/tcp program is not used ({why})"
+                );
+                Reset {
+                    iter: None,
+                    mode: format!("netlink SOCK_DESTROY (iter/tcp not used: {why})"),
+                    errors: 0,
+                }
+            }
+        }
+    }
 }
 
 /// Coordination state: the placement this node follows, and the primary's bookkeeping.
@@ -135,7 +176,7 @@ impl Agent {
             peer_stats: Arc::new(Stats::default()),
             refused: BTreeMap::new(),
             peers: BTreeMap::new(),
-            reset_errors: 0,
+            reset: Reset::start(),
         })
     }
 

@@ -75,9 +75,9 @@ impl Agent {
             (
                 "datapath",
                 format!(
-                    "connections reset on VIP loss via netlink SOCK_DESTROY ({} failed); \
-                     eBPF tracking, guard and iter/tcp reset not wired yet (F4)",
-                    self.reset_errors
+                    "connection reset on VIP loss: {} ({} failed); eBPF tracking and the \
+                     guard are not built yet (F4)",
+                    self.reset.mode, self.reset.errors
                 ),
             ),
         ]

@@ -126,10 +126,21 @@ impl Agent {
         Ok(())
     }
 
-    /// Destroys every TCP connection whose local address is `vip` (netlink SOCK_DESTROY,
-    /// in this agent's network namespace). Failures are logged as errors, never fatal:
-    /// releasing the VIP matters more than resetting its clients.
+    /// Destroys every TCP connection whose local address is `vip`, in this agent's
+    /// network namespace: with the iter/tcp program and bpf_sock_destroy when it loaded,
+    /// else (or if it fails) with netlink SOCK_DESTROY. Failures are logged as errors,
+    /// never fatal: releasing the VIP matters more than resetting its clients.
     async fn reset_connections(&mut self, vip: IpAddr) -> usize {
+        if let Some(iter) = &mut self.reset.iter {
+            // Synchronous, but one walk of this namespace's TCP sockets: milliseconds.
+            match iter.reset(vip, None) {
+                Ok(n) => return n as usize,
+                Err(e) => {
+                    error!(event = "reset_failed", vip = %vip, "the iter/tcp reset failed, using netlink SOCK_DESTROY: {e:#}");
+                    self.reset.errors += 1;
+                }
+            }
+        }
         let result =
             tokio::task::spawn_blocking(move || sock_destroy::reset_local(vip, None)).await;
         match result {
@@ -141,12 +152,12 @@ impl Agent {
             }
             Ok(Err(e)) => {
                 error!(event = "reset_failed", vip = %vip, "could not reset the connections through {vip}: {e}");
-                self.reset_errors += 1;
+                self.reset.errors += 1;
                 0
             }
             Err(e) => {
                 error!(event = "reset_failed", vip = %vip, "the reset task failed: {e}");
-                self.reset_errors += 1;
+                self.reset.errors += 1;
                 0
             }
         }
