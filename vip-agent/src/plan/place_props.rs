@@ -14,6 +14,18 @@ use crate::config::FloatingType;
 /// Candidate members; `uuid(i)` is scrambled so that uuid order is not index order.
 const POOL: usize = 7;
 
+/// The chosen pool members, the one at `primary` being the primary.
+pub(super) fn members_of(chosen: &[usize], primary: usize) -> Vec<Member> {
+    chosen
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Member {
+            uuid: uuid(*m),
+            primary: i == primary,
+        })
+        .collect()
+}
+
 pub(super) fn uuid(i: usize) -> String {
     let h = (i as u32).wrapping_mul(0x9E37_79B9).rotate_left(7);
     format!("{h:08x}-0000-4000-8000-{i:012x}")
@@ -71,14 +83,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     )
         .prop_map(|(chosen, primary, n, write, another, claims, history)| {
             let primary = primary.index(chosen.len());
-            let members = chosen
-                .iter()
-                .enumerate()
-                .map(|(i, m)| Member {
-                    uuid: uuid(*m),
-                    primary: i == primary,
-                })
-                .collect();
+            let members = members_of(&chosen, primary);
             let pool = read_pool();
             let mut holdings = Holdings::new();
             for (m, v) in claims {

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use proptest::prelude::*;
 use proptest::sample::{Index, subsequence};
 
-use super::place_props::{read_pool, uuid};
+use super::place_props::{members_of, read_pool};
 use super::topology::{format, parse, still_valid, validate};
 use super::{Member, Placement};
 
@@ -25,14 +25,7 @@ fn placed() -> impl Strategy<Value = (Vec<Member>, Vec<IpAddr>, Option<IpAddr>, 
     )
         .prop_map(|(chosen, primary, read, holders, write)| {
             let primary = primary.index(chosen.len());
-            let members: Vec<Member> = chosen
-                .iter()
-                .enumerate()
-                .map(|(i, m)| Member {
-                    uuid: uuid(*m),
-                    primary: i == primary,
-                })
-                .collect();
+            let members = members_of(&chosen, primary);
             let write = write.then_some(WRITE);
             let p = Placement {
                 write: write.map(|w| (w, members[primary].uuid.clone())),
