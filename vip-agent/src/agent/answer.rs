@@ -174,7 +174,7 @@ impl Agent {
 
     /// `vip-agent set-topology`: only on the primary; all or nothing.
     async fn set_topology(&mut self, text: &str) -> Reply {
-        let Some(NodeStatus::Primary { members, .. }) = self.status.clone() else {
+        let Some(NodeStatus::Primary { me, members }) = self.status.clone() else {
             let who = self
                 .status
                 .as_ref()
@@ -205,15 +205,10 @@ impl Agent {
         };
         let text = topology::format(&placement, &online);
         info!(event = "placement", topology = %text, manual = true, "manual topology set: {text}");
-        let members = online.iter().map(|m| m.uuid.clone()).collect();
-        self.coord.manual = Some((placement.clone(), members));
+        let set_for = online.iter().map(|m| m.uuid.clone()).collect();
+        self.coord.manual = Some((placement.clone(), set_for));
         self.coord.placement = Some(placement);
-        self.coord.pending_push = online
-            .iter()
-            .filter(|m| !m.primary)
-            .map(|m| m.uuid.clone())
-            .collect();
-        self.coord.next_push = None;
+        self.queue_push(&members, &me);
         let status = self.status.clone();
         let result = self.reconcile().await;
         self.report(result);

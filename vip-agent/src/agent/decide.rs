@@ -60,7 +60,7 @@ pub enum ReadVips {
 pub fn read_vips(status: &NodeStatus, placement: Option<&Placement>) -> ReadVips {
     match (status, placement) {
         (NodeStatus::Primary { me, .. } | NodeStatus::Secondary { me, .. }, Some(p)) => {
-            ReadVips::Hold(read_share(p, me))
+            ReadVips::Hold(p.read_held_by(me))
         }
         (NodeStatus::Primary { .. } | NodeStatus::Secondary { .. }, None) => ReadVips::Keep,
         (_, _) => match write_vip(status) {
@@ -68,16 +68,6 @@ pub fn read_vips(status: &NodeStatus, placement: Option<&Placement>) -> ReadVips
             _ => ReadVips::ReleaseAll,
         },
     }
-}
-
-/// The read VIPs `placement` gives to member `uuid`.
-pub fn read_share(placement: &Placement, uuid: &str) -> BTreeSet<IpAddr> {
-    placement
-        .read
-        .iter()
-        .filter(|(_, holder)| holder.as_str() == uuid)
-        .map(|(vip, _)| *vip)
-        .collect()
 }
 
 #[cfg(test)]

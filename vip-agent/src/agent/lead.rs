@@ -47,7 +47,7 @@ impl Agent {
             if resync_due {
                 // greatdb_ha's 20 s refresh: every member re-announces its read VIPs.
                 self.coord.last_resync = Some(Instant::now());
-                self.coord.pending_push = others(members, me).map(|p| p.uuid).collect();
+                self.queue_push(members, me);
                 self.coord.reannounce_push = true;
                 self.reannounce_all(true).await?;
             }
@@ -57,7 +57,7 @@ impl Agent {
         let claims = self.collect_holdings(me, &others).await?;
         if !self.coord.write_cleared {
             let started = Instant::now();
-            self.clear_write(me, &others, &claims).await;
+            self.clear_write(&others, &claims).await;
             // The wait may have outlived the view it started from: read it again, and
             // bind nothing if this node is no longer the primary.
             if started.elapsed() >= self.cfg.mysql.poll_interval {
@@ -88,8 +88,7 @@ impl Agent {
         }
         self.coord.placement = Some(placement);
         self.coord.planned_for = Some(signature);
-        self.coord.pending_push = others.iter().map(|p| p.uuid.clone()).collect();
-        self.coord.next_push = None;
+        self.queue_push(members, me);
         self.coord.last_resync = Some(Instant::now());
         self.coord.replan = false;
         Ok(())
@@ -128,7 +127,7 @@ impl Agent {
                     self.coord
                         .placement
                         .as_ref()
-                        .map(|p| super::decide::read_share(p, uuid))
+                        .map(|p| p.read_held_by(uuid))
                         .unwrap_or_default()
                 });
                 (uuid.clone(), held)
@@ -167,7 +166,6 @@ impl Agent {
     /// it, or cannot say, must confirm it released it. At most `switchover_timeout`.
     async fn clear_write(
         &mut self,
-        me: &str,
         others: &[Peer],
         claims: &BTreeMap<String, Option<BTreeSet<IpAddr>>>,
     ) {
@@ -183,31 +181,16 @@ impl Agent {
             })
             .collect();
         let deadline = Instant::now() + self.cfg.peer.switchover_timeout;
-        let (key, timeout, port) = (
-            self.key.borrow().clone(),
-            self.cfg.peer.timeout,
-            self.cfg.peer.port,
-        );
         let waits = suspects.iter().map(|p| {
-            let key = key.clone();
+            let caller = self.caller();
             async move {
                 let mut last = String::from("no answer");
                 while Instant::now() < deadline {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    let stamp = next_stamp(0);
-                    let call = async {
-                        let addr = resolve(&p.host, port).await?;
-                        client::call(
-                            addr,
-                            &key,
-                            me,
-                            Request::ReleaseWrite { stamp },
-                            timeout.min(left),
-                        )
-                        .await
-                        .map_err(|e| anyhow!("{e}"))
+                    let request = Request::ReleaseWrite {
+                        stamp: next_stamp(0),
                     };
-                    match call.await {
+                    match caller.call(&p.host, request, left).await {
                         Ok(Response::Released) => return Ok(()),
                         Ok(Response::Refused { reason }) => last = reason,
                         Ok(other) => last = format!("unexpected answer {other:?}"),
@@ -285,16 +268,31 @@ impl Agent {
 
     /// One request to another member's agent.
     async fn call(&self, peer: &Peer, request: Request) -> Result<Response> {
-        let me = self
-            .status
-            .as_ref()
-            .and_then(|s| s.me())
-            .unwrap_or_default();
-        let addr = resolve(&peer.host, self.cfg.peer.port).await?;
-        let key = self.key.borrow().clone();
-        client::call(addr, &key, me, request, self.cfg.peer.timeout)
+        self.caller()
+            .call(&peer.host, request, self.cfg.peer.timeout)
             .await
-            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// What a request to another agent needs, apart from `self`, so that several can
+    /// run at once.
+    fn caller(&self) -> Caller {
+        Caller {
+            key: self.key.borrow().clone(),
+            me: self
+                .status
+                .as_ref()
+                .and_then(|s| s.me())
+                .unwrap_or_default()
+                .to_string(),
+            port: self.cfg.peer.port,
+            timeout: self.cfg.peer.timeout,
+        }
+    }
+
+    /// Every other ONLINE member needs the current placement.
+    pub(super) fn queue_push(&mut self, members: &[Member], me: &str) {
+        self.coord.pending_push = others(members, me).map(|p| p.uuid).collect();
+        self.coord.next_push = None;
     }
 
     /// Records how a call went in the peer health table; logs changes once.
@@ -328,6 +326,24 @@ impl Agent {
             }
         }
         answer.ok()
+    }
+}
+
+/// The key, this node's uuid, and the peer port and timeout: enough to call an agent.
+struct Caller {
+    key: std::sync::Arc<crate::peer::key::Key>,
+    me: String,
+    port: u16,
+    timeout: Duration,
+}
+
+impl Caller {
+    /// Sends `request` to the agent on `host`, within `peer.timeout_ms` and `limit`.
+    async fn call(&self, host: &str, request: Request, limit: Duration) -> Result<Response> {
+        let addr = resolve(host, self.port).await?;
+        client::call(addr, &self.key, &self.me, request, self.timeout.min(limit))
+            .await
+            .map_err(|e| anyhow!("{e}"))
     }
 }
 

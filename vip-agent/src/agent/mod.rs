@@ -366,20 +366,9 @@ pub async fn release(cfg: &Config) -> Result<Vec<IpAddr>> {
         .filter(|vip| bound.iter().any(|b| b.addr == *vip))
         .collect();
     for vip in &ours {
-        let vip_ = *vip;
         // As in the loop: the VIP's clients get a reset rather than a hang.
-        match tokio::task::spawn_blocking(move || {
-            crate::datapath::sock_destroy::reset_local(vip_, None)
-        })
-        .await?
-        {
-            Ok(r) if r.destroyed > 0 => {
-                info!(event = "reset", vip = %vip, connections = r.destroyed, "reset {} connection(s) through {vip}", r.destroyed)
-            }
-            Ok(_) => {}
-            Err(e) => {
-                error!(event = "reset_failed", vip = %vip, "could not reset the connections through {vip}: {e}")
-            }
+        if let Ok(n @ 1..) = vips::netlink_reset(*vip).await {
+            info!(event = "reset", vip = %vip, connections = n, "reset {n} connection(s) through {vip}");
         }
         addrs.unbind(&cfg.vip.nic, *vip, cfg.vip.prefix).await?;
         info!(event = "released", vip = %vip, nic = %cfg.vip.nic, reason = "vip-agent release", "released");

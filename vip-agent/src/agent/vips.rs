@@ -61,7 +61,14 @@ impl Agent {
         }
         let reason = status.to_string();
         let result = self.act(&bound, &want, &drop, first_look, &reason).await;
-        self.seen_bound = Some(self.bound().await.unwrap_or(bound));
+        // What is bound now follows from what was done; only after a failure is the NIC
+        // listed again (a second netlink dump on every poll would be wasted).
+        let now = if result.is_ok() {
+            bound.difference(&drop).chain(&want).copied().collect()
+        } else {
+            self.bound().await.unwrap_or(bound)
+        };
+        self.seen_bound = Some(now);
         result
     }
 
@@ -141,22 +148,9 @@ impl Agent {
                 }
             }
         }
-        let result =
-            tokio::task::spawn_blocking(move || sock_destroy::reset_local(vip, None)).await;
-        match result {
-            Ok(Ok(reset)) => {
-                for (conn, e) in &reset.failed {
-                    error!(event = "reset_failed", vip = %vip, "could not reset {conn}: {e}");
-                }
-                reset.destroyed
-            }
-            Ok(Err(e)) => {
-                error!(event = "reset_failed", vip = %vip, "could not reset the connections through {vip}: {e}");
-                self.reset.errors += 1;
-                0
-            }
-            Err(e) => {
-                error!(event = "reset_failed", vip = %vip, "the reset task failed: {e}");
+        match netlink_reset(vip).await {
+            Ok(n) => n,
+            Err(()) => {
                 self.reset.errors += 1;
                 0
             }
@@ -215,5 +209,27 @@ impl Agent {
             }
         });
         self.announcers.insert(vip, task);
+    }
+}
+
+/// Resets `vip`'s connections with netlink SOCK_DESTROY (it blocks, so on a blocking
+/// thread; same network namespace). Every failure is logged here; `Err` when the reset
+/// failed as a whole.
+pub(super) async fn netlink_reset(vip: IpAddr) -> Result<usize, ()> {
+    match tokio::task::spawn_blocking(move || sock_destroy::reset_local(vip, None)).await {
+        Ok(Ok(reset)) => {
+            for (conn, e) in &reset.failed {
+                error!(event = "reset_failed", vip = %vip, "could not reset {conn}: {e}");
+            }
+            Ok(reset.destroyed)
+        }
+        Ok(Err(e)) => {
+            error!(event = "reset_failed", vip = %vip, "could not reset the connections through {vip}: {e}");
+            Err(())
+        }
+        Err(e) => {
+            error!(event = "reset_failed", vip = %vip, "the reset task failed: {e}");
+            Err(())
+        }
     }
 }

@@ -77,12 +77,16 @@ impl Placement {
             .iter()
             .filter(|(_, holder)| holder == uuid)
             .map(|(vip, _)| *vip);
-        let read = self
-            .read
+        write.chain(self.read_held_by(uuid)).collect()
+    }
+
+    /// The read VIPs this placement gives to `uuid`.
+    pub fn read_held_by(&self, uuid: &str) -> BTreeSet<IpAddr> {
+        self.read
             .iter()
             .filter(|(_, holder)| *holder == uuid)
-            .map(|(vip, _)| *vip);
-        write.chain(read).collect()
+            .map(|(vip, _)| *vip)
+            .collect()
     }
 
     /// The read VIPs as [`Holdings`]: what each holder holds once this placement is
