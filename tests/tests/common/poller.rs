@@ -32,3 +32,19 @@ pub async fn wait_until(
     }
     panic!("never {what}; last status: {last:?}");
 }
+
+/// What three polls of a mysqld that stopped answering give with `hung_after_polls = 3`:
+/// slow, slow, then hung.
+pub fn slow_then_hung() -> [NodeStatus; 3] {
+    [
+        NodeStatus::Degraded {
+            timed_out_polls: 1,
+            hung_after_polls: 3,
+        },
+        NodeStatus::Degraded {
+            timed_out_polls: 2,
+            hung_after_polls: 3,
+        },
+        NodeStatus::MysqldHung { timed_out_polls: 3 },
+    ]
+}
