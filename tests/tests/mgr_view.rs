@@ -14,12 +14,7 @@ const DEADLINE: Duration = Duration::from_secs(5);
 const TIMEOUT: Duration = Duration::from_millis(200);
 
 fn fast() -> SimGroupBuilder {
-    SimGroup::builder()
-        .members(3)
-        .user("vip", "secret")
-        .unreachable_after(Duration::from_millis(60))
-        .expel_after(Duration::from_millis(120))
-        .rejoin_delays(Duration::from_millis(30), Duration::from_millis(60))
+    SimGroup::fast()
 }
 
 fn target(group: &SimGroup, i: usize, password: &str) -> MysqlTarget {

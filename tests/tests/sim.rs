@@ -19,14 +19,8 @@ const HANG_TIMEOUT: Duration = Duration::from_millis(300);
 const MEMBERS_QUERY: &str = "SELECT MEMBER_ID, MEMBER_STATE, MEMBER_ROLE \
                              FROM performance_schema.replication_group_members";
 
-/// Three members on 127.0.0.1 with short timings.
 fn fast() -> SimGroupBuilder {
-    SimGroup::builder()
-        .members(3)
-        .user("vip", "secret")
-        .unreachable_after(Duration::from_millis(60))
-        .expel_after(Duration::from_millis(120))
-        .rejoin_delays(Duration::from_millis(30), Duration::from_millis(60))
+    SimGroup::fast()
 }
 
 async fn connect(group: &SimGroup, i: usize) -> Conn {

@@ -273,6 +273,17 @@ pub struct SimGroup {
 }
 
 impl SimGroup {
+    /// Three members on 127.0.0.1, user `vip` / `secret`, with short timings: what the
+    /// unprivileged suites use.
+    pub fn fast() -> SimGroupBuilder {
+        SimGroup::builder()
+            .members(3)
+            .user("vip", "secret")
+            .unreachable_after(Duration::from_millis(60))
+            .expel_after(Duration::from_millis(120))
+            .rejoin_delays(Duration::from_millis(30), Duration::from_millis(60))
+    }
+
     pub fn builder() -> SimGroupBuilder {
         SimGroupBuilder {
             specs: Vec::new(),
