@@ -493,7 +493,19 @@ pub fn sock_common_offsets(raw_btf: &[u8]) -> Result<SockCommonOffsets> {
         num: field("skc_num", 2)?,
         family: field("skc_family", 2)?,
         state: field("skc_state", 1)?,
-        _pad: 0,
+        daddr: field("skc_daddr", 4)?,
+        v6_daddr: field("skc_v6_daddr", 16)?,
+        dport: field("skc_dport", 2)?,
+        // possible_net_t: one `struct net *` (the kernel is built with CONFIG_NET_NS).
+        net: field("skc_net", 8)?,
+        net_cookie: {
+            let net = btf.struct_id("net")?;
+            let (off, got) = btf
+                .member(net, "net_cookie", 0)?
+                .context("struct net has no field net_cookie")?;
+            ensure!(got == 8, "net.net_cookie is {got} bytes, expected 8");
+            u16::try_from(off)?
+        },
     })
 }
 
@@ -597,9 +609,19 @@ mod tests {
                 ("", 12, 96),
                 ("skc_family", 3, 128),
                 ("skc_state", 6, 144),
+                ("skc_v6_daddr", 8, 56 * 8),
                 ("skc_v6_rcv_saddr", 8, v6_at * 8),
+                ("skc_net", 15, 120 * 8),
             ],
         ); // 13
+        b.int("long long unsigned int", 8); // 14
+        b.aggregate(KIND_STRUCT, "possible_net_t", 8, &[("net", 14, 0)]); // 15
+        b.aggregate(
+            KIND_STRUCT,
+            "net",
+            200,
+            &[("passive", 1, 0), ("net_cookie", 14, 96 * 8)],
+        ); // 16
         b.build()
     }
 
@@ -614,7 +636,11 @@ mod tests {
                 num: 14,
                 family: 16,
                 state: 18,
-                _pad: 0,
+                daddr: 0,
+                v6_daddr: 56,
+                dport: 12,
+                net: 120,
+                net_cookie: 96,
             }
         );
         // A different kernel layout gives different offsets, not hard-coded ones.

@@ -7,6 +7,7 @@
 #![no_main]
 
 mod count_dst;
+mod maps;
 mod reset;
 
 // The verifier rejects programs that can panic, so no code path may reach this.
