@@ -215,13 +215,29 @@ impl Cluster {
         self.dir.join(format!("{name}.sock"))
     }
 
+    /// The settings of agent `name`: every agent on this kernel gets its own instance
+    /// name (`<lab id>-<instance>-<name>`), so its eBPF pins under
+    /// /sys/fs/bpf/vip-agent/ are its own, and the lab removes them when it goes.
+    pub fn agent_settings(&self, settings: &VipSettings, name: &str) -> VipSettings {
+        VipSettings {
+            instance: format!("{}-{}-{name}", self.lab.id(), settings.instance),
+            ..settings.clone()
+        }
+    }
+
+    /// The instance name agent `i` runs with.
+    pub fn instance(&self, i: usize) -> String {
+        self.agent_settings(&self.settings, &format!("h{}", i + 1))
+            .instance
+    }
+
     /// Rewrites agent `i`'s config file with `settings` (for reload tests).
     pub fn write_config(&self, i: usize, settings: &VipSettings) -> Result<()> {
         let name = format!("h{}", i + 1);
         let config = self.dir.join(format!("{name}.toml"));
         fs::write(
             &config,
-            settings.toml(
+            self.agent_settings(settings, &name).toml(
                 &self.password_file(i),
                 &self.key_file(),
                 &self.socket(&name),
@@ -260,7 +276,11 @@ impl Cluster {
         let socket = self.socket(name);
         fs::write(
             &config,
-            settings.toml(&self.password_file(i), &self.key_file(), &socket),
+            self.agent_settings(settings, name).toml(
+                &self.password_file(i),
+                &self.key_file(),
+                &socket,
+            ),
         )?;
         let log = self.dir.join(format!("{name}.log"));
         let log_file = fs::OpenOptions::new()

@@ -102,7 +102,7 @@ fn reset_in(host: &Host, reset: IterReset, ip: &str, port: Option<u16>) -> (Iter
     let ip: IpAddr = ip.parse().unwrap();
     host.run_in(move || {
         let mut reset = reset;
-        let n = reset.reset(ip, port);
+        let n = reset.reset_report(ip, port).map(|r| r.destroyed);
         (reset, n)
     })
     .map(|(r, n)| (r, n.unwrap()))

@@ -3,11 +3,13 @@
 //! VIPs the node keeps are untouched. Both reset paths: the iter/tcp program with
 //! bpf_sock_destroy (the default), and netlink SOCK_DESTROY (the fallback).
 
-use std::io::{ErrorKind, Read};
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+mod common;
 
-use vip_tests::cluster::{Cluster, MYSQL_PORT, VipSettings};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use common::clients::{all_reset, connect, reset_within};
+use vip_tests::cluster::{Cluster, VipSettings};
 
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -15,61 +17,11 @@ fn vip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// `n` connections from the client host to `addr`:3306, each past the server's greeting
-/// (so the server side is established and accepted).
-fn connect(c: &Cluster, addr: IpAddr, n: usize) -> Vec<TcpStream> {
-    vip_tests::netns::run_in(c.client().ns(), move || {
-        (0..n)
-            .map(|_| {
-                let to = SocketAddr::new(addr, MYSQL_PORT);
-                let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                let mut greeting = [0u8; 1024];
-                assert!(s.read(&mut greeting).unwrap() > 0, "no greeting from {to}");
-                s
-            })
-            .collect()
-    })
-    .unwrap()
-}
-
-/// What an idle client sees within `timeout` without sending anything: `Ok(())` for a
-/// reset, else what happened instead.
-fn reset_within(s: &mut TcpStream, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("still open after {timeout:?}"));
-        }
-        s.set_read_timeout(Some(left)).unwrap();
-        match s.read(&mut buf) {
-            Ok(0) => return Err("closed with a FIN, not reset".into()),
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(()),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(format!("still open after {timeout:?}"));
-            }
-            Err(e) => return Err(format!("{e}")),
-        }
-    }
-}
-
-/// Every stream reset within `timeout`; the failures otherwise.
-fn all_reset(streams: &mut [TcpStream], timeout: Duration) -> Vec<String> {
-    streams
-        .iter_mut()
-        .enumerate()
-        .filter_map(|(i, s)| reset_within(s, timeout).err().map(|e| format!("#{i}: {e}")))
-        .collect()
-}
-
-/// The datapath line of `vip-agent status` on host `i`.
+/// The reset line of `vip-agent status` on host `i`.
 fn datapath_mode(c: &Cluster, i: usize) -> String {
     let out = c.control(i, &["status", "--json"]).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["subsystems"]["datapath"]
+    v["subsystems"]["reset"]
         .as_str()
         .unwrap_or_default()
         .to_owned()
@@ -85,8 +37,8 @@ async fn switchover_resets_the_write_vips_clients(settings: VipSettings) {
     // The path the old primary's agent will use.
     let mode = datapath_mode(&c, 0);
     let want = match c.settings.reset_path.as_deref() {
-        Some("netlink") => "reset on VIP loss: netlink SOCK_DESTROY (iter/tcp not used",
-        _ => "reset on VIP loss: iter/tcp + bpf_sock_destroy",
+        Some("netlink") => "netlink SOCK_DESTROY (VIP_AGENT_RESET_PATH=netlink)",
+        _ => "iter/tcp + bpf_sock_destroy",
     };
     assert!(mode.contains(want), "{mode}");
     let mut clients = connect(&c, write, 20);

@@ -186,6 +186,8 @@ impl Drop for Lab {
                 log::warn!("lab cleanup: {e:#}");
             }
         }
+        // The agents' eBPF pins (maps, and the links that keep their programs attached).
+        sweep::remove_pins(|instance| instance.starts_with(&format!("{}-", self.id)));
     }
 }
 

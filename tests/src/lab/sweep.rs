@@ -50,6 +50,27 @@ pub(crate) fn sweep_stale() {
             }
         }
     }
+    remove_pins(|instance| owner_pid(instance).is_some_and(|pid| !alive(pid)));
+}
+
+/// Where agents pin their eBPF maps and links, one folder per instance. Lab agents name
+/// their instance after their lab (`vipl-<pid>-<n>-…`).
+const PIN_ROOT: &str = "/sys/fs/bpf/vip-agent";
+
+/// Removes the pin folders of the instances `doomed` names: unpinning the links detaches
+/// the programs (the tracker would otherwise keep running on the machine).
+pub(crate) fn remove_pins(doomed: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(PIN_ROOT) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_str().is_some_and(&doomed)
+            && let Err(e) = std::fs::remove_dir_all(entry.path())
+        {
+            log::warn!("lab cleanup: {}: {e}", entry.path().display());
+        }
+    }
 }
 
 /// SIGKILLs every process whose network namespace is `ns`: a killed run cannot kill

@@ -38,6 +38,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::control::{LastAnnouncement, PeerHealth};
+use crate::datapath::engine::Datapath;
 use crate::mgr::{self, NodeStatus};
 use crate::net::addr::Addrs;
 use crate::peer::key::Key;
@@ -70,49 +71,8 @@ pub struct Agent {
     /// Requests refused by the agent itself (stale stamp, sender not the primary, …).
     refused: BTreeMap<String, u64>,
     peers: BTreeMap<String, PeerHealth>,
-    reset: Reset,
-}
-
-/// How this agent resets the connections of a VIP it lets go.
-struct Reset {
-    /// The main path; `None` when it could not load (then netlink SOCK_DESTROY).
-    iter: Option<crate::datapath::iter_reset::IterReset>,
-    /// Why the main path is not used, for `status`.
-    mode: String,
-    /// Resets that failed as a whole.
-    errors: u64,
-}
-
-impl Reset {
-    /// Loads the iter/tcp program unless `VIP_AGENT_RESET_PATH=netlink` asks for the
-    /// fallback (troubleshooting, and the tests of that path). Never fails: without the
-    /// program, netlink SOCK_DESTROY still resets, and the log and `status` say so.
-    fn start() -> Reset {
-        let forced = std::env::var("VIP_AGENT_RESET_PATH").is_ok_and(|v| v == "netlink");
-        let loaded = if forced {
-            Err("VIP_AGENT_RESET_PATH=netlink".to_string())
-        } else {
-            crate::datapath::iter_reset::IterReset::load().map_err(|e| format!("{e:#}"))
-        };
-        match loaded {
-            Ok(iter) => Reset {
-                iter: Some(iter),
-                mode: "iter/tcp + bpf_sock_destroy (fallback: netlink SOCK_DESTROY)".into(),
-                errors: 0,
-            },
-            Err(why) => {
-                warn!(
-                    event = "datapath",
-                    "connection reset uses netlink SOCK_DESTROY: the iter/tcp program is not used ({why})"
-                );
-                Reset {
-                    iter: None,
-                    mode: format!("netlink SOCK_DESTROY (iter/tcp not used: {why})"),
-                    errors: 0,
-                }
-            }
-        }
-    }
+    /// The eBPF programs and maps, and the reset paths.
+    datapath: Datapath,
 }
 
 /// Coordination state: the placement this node follows, and the primary's bookkeeping.
@@ -153,6 +113,7 @@ impl Agent {
     /// Prepares the agent; nothing is bound or served until [`Agent::run`].
     pub async fn new(cfg: Config, config_path: PathBuf) -> Result<Agent> {
         let poller = mgr::Poller::new(mgr::MysqlTarget::from_config(&cfg.mysql)?);
+        let datapath = Datapath::start(&cfg)?;
         let addrs = Addrs::new().await.context("opening a netlink socket")?;
         let key = load_key(&cfg)?;
         let mut ticker = tokio::time::interval(cfg.mysql.poll_interval);
@@ -176,7 +137,7 @@ impl Agent {
             peer_stats: Arc::new(Stats::default()),
             refused: BTreeMap::new(),
             peers: BTreeMap::new(),
-            reset: Reset::start(),
+            datapath,
         })
     }
 
@@ -367,7 +328,7 @@ pub async fn release(cfg: &Config) -> Result<Vec<IpAddr>> {
         .collect();
     for vip in &ours {
         // As in the loop: the VIP's clients get a reset rather than a hang.
-        if let Ok(n @ 1..) = vips::netlink_reset(*vip).await {
+        if let Ok(n @ 1..) = vips::netlink_reset(crate::datapath::Target::Local(*vip, None)).await {
             info!(event = "reset", vip = %vip, connections = n, "reset {n} connection(s) through {vip}");
         }
         addrs.unbind(&cfg.vip.nic, *vip, cfg.vip.prefix).await?;

@@ -33,6 +33,16 @@ pub fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.vip.nic != new.vip.nic, "vip.nic");
     check(old.vip.label != new.vip.label, "vip.label");
     check(old.vip.prefix != new.vip.prefix, "vip.prefix");
+    // The datapath is loaded and attached once, at start.
+    let (o, n) = (&old.datapath, &new.datapath);
+    check(o.guard != n.guard, "datapath.guard");
+    check(o.xdp_mode != n.xdp_mode, "datapath.xdp_mode");
+    check(o.track != n.track, "datapath.track");
+    check(
+        o.tracked_connections != n.tracked_connections,
+        "datapath.tracked_connections",
+    );
+    check(o.require_reset != n.require_reset, "datapath.require_reset");
     keys
 }
 
@@ -64,6 +74,14 @@ pub fn changed(old: &Config, new: &Config) -> Vec<&'static str> {
         (
             old.peer.resync_interval != new.peer.resync_interval,
             "peer.resync_interval_ms",
+        ),
+        (
+            old.datapath.guard_window != new.datapath.guard_window,
+            "datapath.guard_window_ms",
+        ),
+        (
+            old.datapath.client_port != new.datapath.client_port,
+            "datapath.client_port",
         ),
     ]
     .into_iter()

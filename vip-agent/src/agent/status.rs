@@ -73,13 +73,15 @@ impl Agent {
             ),
             ("control", cfg.control.socket.display().to_string()),
             (
-                "datapath",
+                "reset",
                 format!(
-                    "connection reset on VIP loss: {} ({} failed); eBPF tracking and the \
-                     guard are not built yet (F4)",
-                    self.reset.mode, self.reset.errors
+                    "{} ({} failed)",
+                    self.datapath.modes.reset, self.datapath.reset_errors
                 ),
             ),
+            ("tracking", self.datapath.modes.tracking.clone()),
+            ("guard", self.datapath.modes.guard.clone()),
+            ("pins", self.datapath.modes.pins.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -101,6 +103,7 @@ impl Agent {
             peers: self.peers.values().cloned().collect(),
             rejected_frames: rejected,
             subsystems,
+            datapath: self.datapath.vips(),
         }
     }
 }

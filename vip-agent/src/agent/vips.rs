@@ -11,7 +11,8 @@ use tracing::{error, info, warn};
 use super::Agent;
 use super::decide::{self, ReadVips, WriteVip};
 use crate::control::LastAnnouncement;
-use crate::datapath::sock_destroy;
+use crate::datapath::vip_table::Role;
+use crate::datapath::{Target, sock_destroy};
 use crate::net::announce::{self, Announcement};
 
 impl Agent {
@@ -82,6 +83,9 @@ impl Agent {
     ) -> Result<()> {
         for &vip in drop.intersection(bound) {
             self.unbind(vip, reason).await?;
+            if self.cfg.vip.write_vip == Some(vip) && self.cfg.vip.kill_connections_on_demotion {
+                self.kill_all_clients().await;
+            }
         }
         for &vip in want.difference(bound) {
             self.bind(vip).await?;
@@ -89,14 +93,35 @@ impl Agent {
         if first_look {
             for &vip in want.intersection(bound) {
                 info!(event = "adopted", vip = %vip, nic = %self.cfg.vip.nic, "{} is already bound here; adopting it", self.kind(vip));
+                self.datapath.mark_held(vip, self.role(vip));
                 self.announce(vip);
             }
+            // Connections made before the agent started are tracked from now on.
+            self.datapath.seed();
         }
         Ok(())
     }
 
+    /// `vip.kill_connections_on_demotion` (greatdb_ha_mgr_exit_primary_kill_connection_mode):
+    /// after losing the write VIP, every client of mysqld's port is reset, whichever
+    /// address it came in through, so no session of the old primary lives on.
+    async fn kill_all_clients(&mut self) {
+        let port = self.cfg.datapath.client_port;
+        let n = self.reset_target(Target::Port(port)).await;
+        info!(
+            event = "reset",
+            port,
+            connections = n,
+            reason = "kill_connections_on_demotion",
+            "demoted: reset {n} client connection(s) of port {port}"
+        );
+    }
+
     async fn bind(&mut self, vip: IpAddr) -> Result<()> {
         let nic = self.cfg.vip.nic.clone();
+        // First, so the tracker records the VIP's first connections and the guard stops
+        // answering for it as a released VIP.
+        self.datapath.mark_held(vip, self.role(vip));
         self.addrs
             .bind(&nic, vip, self.cfg.vip.prefix, &self.cfg.vip.label)
             .await?;
@@ -115,9 +140,11 @@ impl Agent {
         if let Some(task) = self.announcers.remove(&vip) {
             task.abort();
         }
-        // Its clients get a reset now instead of hanging until TCP gives up: before the
-        // unbind, and once more after it for a connection that arrived in between (none
-        // can arrive once the address is gone).
+        // The guard first: from now on a client still sending here gets a RST, and ARP /
+        // NS for the VIP go unanswered. Then its clients get a reset instead of hanging
+        // until TCP gives up: before the unbind, and once more after it for a connection
+        // that arrived in between (none can arrive once the address is gone).
+        self.datapath.mark_released(vip, self.role(vip));
         let before = self.reset_connections(vip).await;
         self.addrs
             .unbind(&self.cfg.vip.nic, vip, self.cfg.vip.prefix)
@@ -134,26 +161,41 @@ impl Agent {
     }
 
     /// Destroys every TCP connection whose local address is `vip`, in this agent's
-    /// network namespace: with the iter/tcp program and bpf_sock_destroy when it loaded,
-    /// else (or if it fails) with netlink SOCK_DESTROY. Failures are logged as errors,
-    /// never fatal: releasing the VIP matters more than resetting its clients.
+    /// network namespace.
     async fn reset_connections(&mut self, vip: IpAddr) -> usize {
-        if let Some(iter) = &mut self.reset.iter {
-            // Synchronous, but one walk of this namespace's TCP sockets: milliseconds.
-            match iter.reset(vip, None) {
-                Ok(n) => return n as usize,
-                Err(e) => {
-                    error!(event = "reset_failed", vip = %vip, "the iter/tcp reset failed, using netlink SOCK_DESTROY: {e:#}");
-                    self.reset.errors += 1;
-                }
+        self.reset_target(Target::Local(vip, None)).await
+    }
+
+    /// With the iter/tcp program and bpf_sock_destroy when it loaded, else (or if it
+    /// fails) with netlink SOCK_DESTROY. Failures are logged as errors, never fatal:
+    /// releasing the VIP matters more than resetting its clients.
+    async fn reset_target(&mut self, target: Target) -> usize {
+        match self.datapath.iter_reset(target) {
+            Some(Ok(n)) => return n as usize,
+            Some(Err(e)) => {
+                error!(
+                    event = "reset_failed",
+                    ?target,
+                    "the iter/tcp reset failed, using netlink SOCK_DESTROY: {e:#}"
+                );
+                self.datapath.reset_errors += 1;
             }
+            None => {}
         }
-        match netlink_reset(vip).await {
+        match netlink_reset(target).await {
             Ok(n) => n,
             Err(()) => {
-                self.reset.errors += 1;
+                self.datapath.reset_errors += 1;
                 0
             }
+        }
+    }
+
+    fn role(&self, vip: IpAddr) -> Role {
+        if self.cfg.vip.write_vip == Some(vip) {
+            Role::Write
+        } else {
+            Role::Read
         }
     }
 
@@ -212,23 +254,34 @@ impl Agent {
     }
 }
 
-/// Resets `vip`'s connections with netlink SOCK_DESTROY (it blocks, so on a blocking
-/// thread; same network namespace). Every failure is logged here; `Err` when the reset
-/// failed as a whole.
-pub(super) async fn netlink_reset(vip: IpAddr) -> Result<usize, ()> {
-    match tokio::task::spawn_blocking(move || sock_destroy::reset_local(vip, None)).await {
+/// Resets with netlink SOCK_DESTROY (it blocks, so on a blocking thread; same network
+/// namespace). Every failure is logged here; `Err` when the reset failed as a whole.
+pub(super) async fn netlink_reset(target: Target) -> Result<usize, ()> {
+    match tokio::task::spawn_blocking(move || sock_destroy::reset(target)).await {
         Ok(Ok(reset)) => {
             for (conn, e) in &reset.failed {
-                error!(event = "reset_failed", vip = %vip, "could not reset {conn}: {e}");
+                error!(
+                    event = "reset_failed",
+                    ?target,
+                    "could not reset {conn}: {e}"
+                );
             }
             Ok(reset.destroyed)
         }
         Ok(Err(e)) => {
-            error!(event = "reset_failed", vip = %vip, "could not reset the connections through {vip}: {e}");
+            error!(
+                event = "reset_failed",
+                ?target,
+                "could not reset the connections: {e}"
+            );
             Err(())
         }
         Err(e) => {
-            error!(event = "reset_failed", vip = %vip, "the reset task failed: {e}");
+            error!(
+                event = "reset_failed",
+                ?target,
+                "the reset task failed: {e}"
+            );
             Err(())
         }
     }

@@ -16,6 +16,7 @@ pub struct RawConfig {
     pub vip: RawVip,
     pub peer: RawPeer,
     pub control: RawControl,
+    pub datapath: RawDatapath,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -71,8 +72,19 @@ pub struct RawControl {
     pub socket: Option<String>,
 }
 
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RawDatapath {
+    pub guard: Option<bool>,
+    pub xdp_mode: Option<String>,
+    pub guard_window_ms: Option<i64>,
+    pub track: Option<bool>,
+    pub tracked_connections: Option<i64>,
+    pub require_reset: Option<bool>,
+    pub client_port: Option<i64>,
+}
+
 /// The keys each table allows, for the unknown-key check and its suggestions.
-pub const TOP_KEYS: &[&str] = &["instance", "mysql", "vip", "peer", "control"];
+pub const TOP_KEYS: &[&str] = &["instance", "mysql", "vip", "peer", "control", "datapath"];
 pub const MYSQL_KEYS: &[&str] = &[
     "host",
     "port",
@@ -109,6 +121,15 @@ pub const PEER_KEYS: &[&str] = &[
     "resync_interval_ms",
 ];
 pub const CONTROL_KEYS: &[&str] = &["socket"];
+pub const DATAPATH_KEYS: &[&str] = &[
+    "guard",
+    "xdp_mode",
+    "guard_window_ms",
+    "track",
+    "tracked_connections",
+    "require_reset",
+    "client_port",
+];
 const TABLES: &[(&str, &[&str])] = &[
     ("", TOP_KEYS),
     ("mysql", MYSQL_KEYS),
@@ -116,6 +137,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("vip", VIP_KEYS),
     ("peer", PEER_KEYS),
     ("control", CONTROL_KEYS),
+    ("datapath", DATAPATH_KEYS),
 ];
 
 /// Reads the text. `Err` only for TOML syntax errors (nothing else can be trusted then);
@@ -142,11 +164,12 @@ pub fn read(text: &str) -> Result<(RawConfig, Vec<ConfigError>), Vec<ConfigError
         instance: top.get("instance"),
         ..RawConfig::default()
     };
-    let (mysql, vip, peer, control) = (
+    let (mysql, vip, peer, control, datapath) = (
         top.table_at("mysql"),
         top.table_at("vip"),
         top.table_at("peer"),
         top.table_at("control"),
+        top.table_at("datapath"),
     );
     top.reject_unknown();
     if let Some(table) = mysql {
@@ -235,6 +258,24 @@ pub fn read(text: &str) -> Result<(RawConfig, Vec<ConfigError>), Vec<ConfigError
         };
         raw.control = RawControl {
             socket: t.get("socket"),
+        };
+        t.reject_unknown();
+    }
+    if let Some(table) = datapath {
+        let mut t = Table {
+            path: "datapath",
+            table,
+            text,
+            errors: &mut errors,
+        };
+        raw.datapath = RawDatapath {
+            guard: t.get("guard"),
+            xdp_mode: t.get("xdp_mode"),
+            guard_window_ms: t.get("guard_window_ms"),
+            track: t.get("track"),
+            tracked_connections: t.get("tracked_connections"),
+            require_reset: t.get("require_reset"),
+            client_port: t.get("client_port"),
         };
         t.reject_unknown();
     }

@@ -36,6 +36,7 @@ pub struct Config {
     pub vip: VipConfig,
     pub peer: PeerConfig,
     pub control: ControlConfig,
+    pub datapath: DatapathConfig,
 }
 
 /// How to reach the local mysqld.
@@ -159,6 +160,46 @@ pub struct PeerConfig {
 pub struct ControlConfig {
     /// A unix socket, mode 0600; default `/run/vip-agent/<instance>.sock`.
     pub socket: PathBuf,
+}
+
+/// The eBPF datapath: the guard for released VIPs, connection tracking, the reset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatapathConfig {
+    /// Attach the XDP guard to the VIP NIC.
+    pub guard: bool,
+    pub xdp_mode: XdpMode,
+    /// How long after releasing a VIP the guard answers its stale clients with a RST
+    /// and leaves ARP / NS for it unanswered.
+    pub guard_window: Duration,
+    /// Record the TCP connections to this node's VIPs (tp_btf inet_sock_set_state).
+    pub track: bool,
+    /// The size of the LRU map of tracked connections.
+    pub tracked_connections: u32,
+    /// Refuse to start when no way to reset a VIP's connections works.
+    pub require_reset: bool,
+    /// The TCP port clients reach mysqld on through the VIPs: what the kill-all option
+    /// (`vip.kill_connections_on_demotion`) resets.
+    pub client_port: u16,
+}
+
+/// How the XDP guard attaches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native (driver) mode where the driver has it, else generic.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        })
+    }
 }
 
 /// One problem in the configuration, printed on one line:

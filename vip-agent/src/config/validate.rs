@@ -6,10 +6,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::file::{RawConfig, RawControl, RawMysql, RawPeer, RawVip};
+use super::file::{RawConfig, RawControl, RawDatapath, RawMysql, RawPeer, RawVip};
 use super::{
-    Config, ConfigError, ControlConfig, FloatingType, MysqlConfig, MysqlEndpoint, PeerConfig,
-    TlsConfig, VipConfig, quote,
+    Config, ConfigError, ControlConfig, DatapathConfig, FloatingType, MysqlConfig, MysqlEndpoint,
+    PeerConfig, TlsConfig, VipConfig, XdpMode, quote,
 };
 
 pub const DEFAULT_INSTANCE: &str = "default";
@@ -47,6 +47,7 @@ pub fn validate(raw: &RawConfig) -> (Config, Vec<ConfigError>) {
     let vip = vip(&raw.vip, &mut errors);
     let peer = peer(&raw.peer, &mut errors);
     let control = control(&raw.control, &instance, &mysql.endpoint, &mut errors);
+    let datapath = datapath(&raw.datapath, &mysql.endpoint, &mut errors);
     (
         Config {
             instance,
@@ -54,6 +55,7 @@ pub fn validate(raw: &RawConfig) -> (Config, Vec<ConfigError>) {
             vip,
             peer,
             control,
+            datapath,
         },
         errors,
     )
@@ -672,6 +674,63 @@ fn peer(raw: &RawPeer, errors: &mut Vec<ConfigError>) -> PeerConfig {
             raw.resync_interval_ms,
             DEFAULT_RESYNC_INTERVAL_MS,
             RESYNC_INTERVAL_RANGE,
+            errors,
+        ),
+    }
+}
+
+/// How long the guard answers a released VIP's stale clients: a minute covers ARP
+/// caches that missed every GARP (Linux re-validates a neighbour within ~30 s).
+pub const DEFAULT_GUARD_WINDOW_MS: u64 = 60_000;
+pub const GUARD_WINDOW_RANGE: (i64, i64) = (1000, MAX_MS);
+pub const DEFAULT_TRACKED_CONNECTIONS: u32 = 65_536;
+pub const TRACKED_CONNECTIONS_RANGE: (i64, i64) = (1024, 4_194_304);
+
+fn datapath(
+    raw: &RawDatapath,
+    mysqld: &MysqlEndpoint,
+    errors: &mut Vec<ConfigError>,
+) -> DatapathConfig {
+    let xdp_mode = match raw.xdp_mode.as_deref() {
+        None | Some("auto") => XdpMode::Auto,
+        Some("native") => XdpMode::Native,
+        Some("generic") => XdpMode::Generic,
+        Some(other) => {
+            errors.push(ConfigError::value(
+                "datapath.xdp_mode",
+                quote(other),
+                "must be \"auto\", \"native\" (driver mode) or \"generic\" (skb mode)",
+            ));
+            XdpMode::Auto
+        }
+    };
+    let default_port = match mysqld {
+        MysqlEndpoint::Tcp { port, .. } => *port,
+        MysqlEndpoint::Socket(_) => DEFAULT_MYSQL_PORT,
+    };
+    DatapathConfig {
+        guard: raw.guard.unwrap_or(true),
+        xdp_mode,
+        guard_window: millis(
+            "datapath.guard_window_ms",
+            raw.guard_window_ms,
+            DEFAULT_GUARD_WINDOW_MS,
+            GUARD_WINDOW_RANGE,
+            errors,
+        ),
+        track: raw.track.unwrap_or(true),
+        tracked_connections: int(
+            "datapath.tracked_connections",
+            raw.tracked_connections,
+            DEFAULT_TRACKED_CONNECTIONS,
+            TRACKED_CONNECTIONS_RANGE,
+            errors,
+        ),
+        require_reset: raw.require_reset.unwrap_or(true),
+        client_port: port(
+            "datapath.client_port",
+            raw.client_port,
+            default_port,
             errors,
         ),
     }

@@ -638,3 +638,46 @@ fn the_packaged_example_is_valid() {
         "the example shows the default socket"
     );
 }
+
+#[test]
+fn the_datapath_defaults_and_its_client_port() {
+    let cfg = parse(&with_vip("write_vip = \"198.51.100.50\"\nprefix = 24")).unwrap();
+    let d = &cfg.datapath;
+    assert!(d.guard && d.track && d.require_reset);
+    assert_eq!(d.xdp_mode, XdpMode::Auto);
+    assert_eq!(d.guard_window, Duration::from_secs(60));
+    assert_eq!(d.tracked_connections, 65_536);
+    // The kill-all option resets mysqld's clients: its TCP port unless told otherwise.
+    assert_eq!(d.client_port, 3306);
+    let text = format!(
+        "[mysql]\nhost = \"127.0.0.1\"\nport = 3307\nuser = \"u\"\npassword_file = \"/etc/p\"\n\
+         [vip]\nnic = \"eth0\"\nwrite_vip = \"198.51.100.50\"\nprefix = 24\n\
+         [datapath]\nxdp_mode = \"generic\"\nguard_window_ms = 5000\nguard = false\n"
+    );
+    let cfg = parse(&text).unwrap();
+    assert_eq!(cfg.datapath.client_port, 3307);
+    assert_eq!(cfg.datapath.xdp_mode, XdpMode::Generic);
+    assert_eq!(cfg.datapath.guard_window, Duration::from_secs(5));
+    assert!(!cfg.datapath.guard);
+}
+
+#[test]
+fn bad_datapath_settings_name_the_fix() {
+    let base = with_vip("write_vip = \"198.51.100.50\"\nprefix = 24");
+    one_error(
+        &format!("{base}[datapath]\nxdp_mode = \"fast\"\n"),
+        "datapath.xdp_mode = \"fast\": must be \"auto\", \"native\" (driver mode) or \"generic\"",
+    );
+    one_error(
+        &format!("{base}[datapath]\nguard_window_ms = 10\n"),
+        "datapath.guard_window_ms = 10: must be between 1000 and 3600000",
+    );
+    one_error(
+        &format!("{base}[datapath]\ntracked_connections = 10\n"),
+        "datapath.tracked_connections = 10: must be between 1024 and 4194304",
+    );
+    one_error(
+        &format!("{base}[datapath]\ntrack_connections = true\n"),
+        "datapath.track_connections",
+    );
+}

@@ -77,6 +77,10 @@ pub struct Status {
     pub rejected_frames: BTreeMap<String, u64>,
     /// Each subsystem and its mode, e.g. "peer" → "listening on [::]:33062, hmac-sha256".
     pub subsystems: BTreeMap<String, String>,
+    /// The VIPs in the eBPF programs' table: held or released, tracked connections and
+    /// the guard's counters.
+    #[serde(default)]
+    pub datapath: Vec<crate::datapath::engine::VipDatapath>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -167,6 +167,44 @@ pub fn status_text(s: &Status) -> String {
             .collect();
         pairs(&mut out, "  ", &rows);
     }
+    if !s.datapath.is_empty() {
+        out.push_str("\ndatapath (eBPF)\n");
+        let rows: Vec<Vec<String>> = s
+            .datapath
+            .iter()
+            .map(|v| {
+                let state = if v.state == "released" {
+                    format!("released, guard {} s left", v.guard_left_ms.div_ceil(1000))
+                } else {
+                    v.state.clone()
+                };
+                vec![
+                    v.vip.to_string(),
+                    v.role.clone(),
+                    state,
+                    v.tracked.to_string(),
+                    v.packets.to_string(),
+                    v.rst_sent.to_string(),
+                    v.dropped.to_string(),
+                    v.neigh_dropped.to_string(),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &[
+                "VIP",
+                "ROLE",
+                "STATE",
+                "TRACKED",
+                "PACKETS",
+                "RST SENT",
+                "DROPPED",
+                "ARP/NS DROPPED",
+            ],
+            &rows,
+        );
+    }
     out
 }
 
@@ -277,6 +315,7 @@ mod tests {
                 ("unauthenticated".to_string(), 3),
             ]
             .into(),
+            datapath: Vec::new(),
             subsystems: [
                 (
                     "control".to_string(),

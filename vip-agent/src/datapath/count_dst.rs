@@ -6,9 +6,11 @@ use aya::Ebpf;
 use aya::maps::{MapData, PerCpuHashMap};
 use aya::programs::{Xdp, XdpMode};
 use serde::Serialize;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use vip_ebpf_common::{AF_INET, AF_INET6, Counter, DstKey};
+use vip_ebpf_common::{Counter, DstKey};
+
+use super::vip_table::key_addr;
 
 /// The map's file name in the instance's pin folder.
 pub const PIN_NAME: &str = "dst_packets";
@@ -85,31 +87,5 @@ impl CountDst {
     pub fn unpin(&self) -> Result<()> {
         std::fs::remove_file(&self.pin)
             .with_context(|| format!("could not remove the pin {}", self.pin.display()))
-    }
-}
-
-fn key_addr(key: &DstKey) -> Option<IpAddr> {
-    match key.family {
-        AF_INET => {
-            let [a, b, c, d, ..] = key.addr;
-            Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
-        }
-        AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(key.addr))),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_map_back_to_addresses() {
-        let v4 = DstKey::v4([198, 51, 100, 11]);
-        assert_eq!(key_addr(&v4), Some("198.51.100.11".parse().unwrap()));
-        let v6: Ipv6Addr = "2001:db8::11".parse().unwrap();
-        assert_eq!(key_addr(&DstKey::v6(v6.octets())), Some(IpAddr::V6(v6)));
-        let bad = DstKey { family: 99, ..v4 };
-        assert_eq!(key_addr(&bad), None);
     }
 }

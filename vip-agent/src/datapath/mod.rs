@@ -3,13 +3,31 @@
 //! Pins live under `/sys/fs/bpf/vip-agent/<instance>/`, one folder per agent instance,
 //! so several instances on one host never touch each other's maps.
 
+pub mod checks;
 pub mod count_dst;
+pub mod engine;
+pub mod guard;
 pub mod iter_reset;
+pub mod kernel;
+pub mod pins;
 pub mod sock_destroy;
+pub mod track;
+pub mod vip_table;
 
 use anyhow::{Context, Result, bail};
 use aya::Ebpf;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+
+/// Which connections a reset destroys (both paths: the iterator and netlink).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Connections whose local address is this (and local port, if given).
+    Local(IpAddr, Option<u16>),
+    /// Every connection whose local port is this, on any address: every client of
+    /// mysqld (the kill-all option).
+    Port(u16),
+}
 
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded at build time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("VIP_EBPF_OBJECT"));
@@ -22,9 +40,9 @@ const PIN_ROOT: &str = "vip-agent";
 ///
 /// Not for `reset_tcp`: aya cannot parse the object while its kfunc calls are unbound,
 /// so they are bound here to a placeholder BTF id (0) that only satisfies aya; the
-/// verifier would reject it. [`iter_reset::IterReset::load`] binds the kernel's real id.
+/// verifier would reject it. [`kernel::KernelBtf::patch`] binds the kernel's real id.
 pub fn load() -> Result<Ebpf> {
-    let object = iter_reset::patch_kfunc_calls(OBJECT, |_| Ok(0))?;
+    let object = kernel::patch_kfunc_calls(OBJECT, |_| Ok(0))?;
     Ebpf::load(object.bytes()).map_err(|e| {
         anyhow::Error::new(e).context(
             "could not load vip-agent's eBPF object: the agent needs CAP_BPF, CAP_NET_ADMIN \

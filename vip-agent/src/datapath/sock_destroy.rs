@@ -40,6 +40,8 @@ use netlink_packet_sock_diag::inet::{
 use netlink_packet_sock_diag::{AF_INET, AF_INET6, IPPROTO_TCP, SockDiagDestroy, SockDiagMessage};
 use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
 
+use super::Target;
+
 /// `SOCK_DIAG_BY_FAMILY` (linux/sock_diag.h).
 pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
 /// `SOCK_DESTROY` (linux/sock_diag.h).
@@ -479,22 +481,26 @@ impl DiagSocket {
     }
 }
 
-/// The families to dump for `addr`: an IPv4 address is also a v4-mapped IPv6 one.
-fn families(addr: IpAddr) -> &'static [u8] {
-    match addr {
-        IpAddr::V4(_) => &[AF_INET, AF_INET6],
-        IpAddr::V6(_) => &[AF_INET6],
+/// Whether a socket is one `target` names.
+pub fn targeted(conn: &Conn, target: Target) -> bool {
+    match target {
+        Target::Local(addr, port) => matches(conn, addr, port),
+        Target::Port(port) => conn.local.port() == port,
     }
 }
 
-fn collect(
-    diag: &mut DiagSocket,
-    addr: IpAddr,
-    port: Option<u16>,
-) -> Result<Vec<Conn>, ResetError> {
+/// The families to dump: an IPv4 address is also a v4-mapped IPv6 one.
+fn families(target: Target) -> &'static [u8] {
+    match target {
+        Target::Local(IpAddr::V6(_), _) => &[AF_INET6],
+        _ => &[AF_INET, AF_INET6],
+    }
+}
+
+fn collect(diag: &mut DiagSocket, target: Target) -> Result<Vec<Conn>, ResetError> {
     let mut conns = Vec::new();
-    for &family in families(addr) {
-        diag.dump(family, |c| matches(c, addr, port), &mut conns)?;
+    for &family in families(target) {
+        diag.dump(family, |c| targeted(c, target), &mut conns)?;
     }
     Ok(conns)
 }
@@ -503,18 +509,23 @@ fn collect(
 /// (and local port `port`, if given), in the caller's network namespace.
 pub fn list_local(addr: IpAddr, port: Option<u16>) -> Result<Vec<Conn>, ResetError> {
     let mut diag = DiagSocket::open()?;
-    collect(&mut diag, addr, port)
+    collect(&mut diag, Target::Local(addr, port))
 }
 
 /// Destroys every TCP connection whose local address is `addr` (and local port `port`,
 /// if given) in the caller's network namespace: their peers get a reset at once.
+pub fn reset_local(addr: IpAddr, port: Option<u16>) -> Result<Reset, ResetError> {
+    reset(Target::Local(addr, port))
+}
+
+/// Destroys every TCP connection `target` names in the caller's network namespace.
 ///
 /// Stops with [`ResetError::NotPermitted`] or [`ResetError::NotSupported`] at the first
 /// destroy refused for lack of `CAP_NET_ADMIN` or of kernel support; other refusals are
 /// counted in [`Reset::failed`] and the rest still go.
-pub fn reset_local(addr: IpAddr, port: Option<u16>) -> Result<Reset, ResetError> {
+pub fn reset(target: Target) -> Result<Reset, ResetError> {
     let mut diag = DiagSocket::open()?;
-    let conns = collect(&mut diag, addr, port)?;
+    let conns = collect(&mut diag, target)?;
     let mut reset = Reset::default();
     for conn in &conns {
         match diag.destroy(conn)? {

@@ -80,7 +80,8 @@ pub struct ResetTarget {
 }
 
 /// Byte offsets of the kernel fields the programs read from a socket, from kernel BTF.
-/// All but `net_cookie` are in `struct sock_common` (offset 0 of `struct sock`).
+/// All but `net_cookie` and `sport` are in `struct sock_common` (offset 0 of
+/// `struct sock`, itself at offset 0 of `struct inet_sock`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SockCommonOffsets {
@@ -104,6 +105,10 @@ pub struct SockCommonOffsets {
     pub net: u16,
     /// `net_cookie` in `struct net` (`u64`), the namespace's cookie (SO_NETNS_COOKIE).
     pub net_cookie: u16,
+    /// `inet_sport` in `struct inet_sock` (`__be16`): the local port. Unlike `skc_num`,
+    /// it is not zeroed when a closing socket gives its port back, so the tracker can
+    /// still find the connection it recorded.
+    pub sport: u16,
 }
 
 /// What one run of the `reset_tcp` iterator did (slot 0 of the `RESET_COUNT` array).
@@ -224,7 +229,7 @@ pub struct TrackConfig {
     /// the sockets of every namespace on the kernel: other hosts' and containers'.
     pub netns_cookie: u64,
     pub off: SockCommonOffsets,
-    pub _pad: [u8; 4],
+    pub _pad: [u8; 2],
 }
 
 #[cfg(feature = "user")]

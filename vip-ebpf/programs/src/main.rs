@@ -9,6 +9,8 @@
 mod count_dst;
 mod maps;
 mod reset;
+mod sock;
+mod track;
 
 // The verifier rejects programs that can panic, so no code path may reach this.
 #[cfg(not(test))]

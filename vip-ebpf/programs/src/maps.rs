@@ -17,8 +17,7 @@ pub static VIPS: HashMap<DstKey, VipState, VIP_ENTRIES> = HashMap::new();
 
 /// The guard's counters per VIP, per CPU (no atomics needed, none available).
 #[btf_map]
-pub static VIP_COUNTERS: PerCpuHashMap<DstKey, GuardCounters, VIP_ENTRIES> =
-    PerCpuHashMap::new();
+pub static VIP_COUNTERS: PerCpuHashMap<DstKey, GuardCounters, VIP_ENTRIES> = PerCpuHashMap::new();
 
 /// Slot 0: the guard's NIC (its MAC).
 #[btf_map]

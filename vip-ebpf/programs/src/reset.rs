@@ -20,8 +20,10 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::{btf_maps::Array, helpers::bpf_probe_read_kernel, macros::btf_map};
+use aya_ebpf::{btf_maps::Array, macros::btf_map};
 use vip_ebpf_common::{AF_INET, AF_INET6, ResetCount, ResetTarget};
+
+use crate::sock::{TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, V4_MAPPED, field, words};
 
 /// Slot 0: what to destroy. `family == 0` (the initial value) destroys nothing.
 #[btf_map]
@@ -37,12 +39,9 @@ unsafe extern "C" {
     fn bpf_sock_destroy(sk: *mut c_void) -> i32;
 }
 
-// Kernel TCP states (include/net/tcp_states.h) that are not connections to reset:
-// listeners, and the mini sockets of TIME_WAIT and of half-open connections (request
-// sockets), which are not full `struct sock`s and which `bpf_sock_destroy` cannot take.
-const TCP_TIME_WAIT: u8 = 6;
-const TCP_LISTEN: u8 = 10;
-const TCP_NEW_SYN_RECV: u8 = 12;
+// Not connections to reset: listeners, and the mini sockets of TIME_WAIT and of
+// half-open connections (request sockets), which are not full `struct sock`s and which
+// `bpf_sock_destroy` cannot take.
 
 /// The context of an `iter/tcp` program: `struct bpf_iter__tcp { meta; sk_common; uid }`.
 #[repr(C)]
@@ -84,15 +83,8 @@ pub extern "C" fn reset_tcp(ctx: *mut c_void) -> i32 {
     0
 }
 
-/// Reads `T` at byte offset `off` of the socket.
 #[inline(always)]
-fn field<T>(sk: *mut c_void, off: u16) -> Option<T> {
-    // SAFETY: bpf_probe_read_kernel tolerates any address; the offset comes from BTF.
-    unsafe { bpf_probe_read_kernel((sk as *const u8).add(off as usize) as *const T).ok() }
-}
-
-#[inline(always)]
-fn matches(sk: *mut c_void, t: &ResetTarget) -> bool {
+fn matches(sk: *const c_void, t: &ResetTarget) -> bool {
     let Some(state) = field::<u8>(sk, t.off.state) else {
         return false;
     };
@@ -104,6 +96,9 @@ fn matches(sk: *mut c_void, t: &ResetTarget) -> bool {
             Some(port) if port == t.port => {}
             _ => return false,
         }
+    }
+    if t.any_addr != 0 {
+        return true; // the kill-all option: every client of mysqld's port
     }
     let Some(family) = field::<u16>(sk, t.off.family) else {
         return false;
@@ -119,17 +114,4 @@ fn matches(sk: *mut c_void, t: &ResetTarget) -> bool {
         (AF_INET6, AF_INET6) => field::<[u32; 4]>(sk, t.off.v6_rcv_saddr) == Some(want),
         _ => false,
     }
-}
-
-/// The second 32-bit word of a v4-mapped address (`0000:ffff`), as loaded in memory.
-const V4_MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
-
-#[inline(always)]
-fn words(a: &[u8; 16]) -> [u32; 4] {
-    [
-        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
-        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
-        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
-        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
-    ]
 }
