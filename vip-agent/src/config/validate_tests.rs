@@ -649,12 +649,10 @@ fn the_datapath_defaults_and_its_client_port() {
     assert_eq!(d.tracked_connections, 65_536);
     // The kill-all option resets mysqld's clients: its TCP port unless told otherwise.
     assert_eq!(d.client_port, 3306);
-    let text = format!(
-        "[mysql]\nhost = \"127.0.0.1\"\nport = 3307\nuser = \"u\"\npassword_file = \"/etc/p\"\n\
+    let text = "[mysql]\nhost = \"127.0.0.1\"\nport = 3307\nuser = \"u\"\npassword_file = \"/etc/p\"\n\
          [vip]\nnic = \"eth0\"\nwrite_vip = \"198.51.100.50\"\nprefix = 24\n\
-         [datapath]\nxdp_mode = \"generic\"\nguard_window_ms = 5000\nguard = false\n"
-    );
-    let cfg = parse(&text).unwrap();
+         [datapath]\nxdp_mode = \"generic\"\nguard_window_ms = 5000\nguard = false\n";
+    let cfg = parse(text).unwrap();
     assert_eq!(cfg.datapath.client_port, 3307);
     assert_eq!(cfg.datapath.xdp_mode, XdpMode::Generic);
     assert_eq!(cfg.datapath.guard_window, Duration::from_secs(5));
