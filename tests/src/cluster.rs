@@ -46,6 +46,11 @@ pub struct VipSettings {
     /// `Some("netlink")` makes the agents reset connections with netlink SOCK_DESTROY
     /// instead of the iter/tcp program (VIP_AGENT_RESET_PATH).
     pub reset_path: Option<String>,
+    /// vip.kill_connections_on_demotion.
+    pub kill_on_demotion: bool,
+    /// Capabilities the agents run without, as setpriv names them ("bpf,perfmon"): the
+    /// agent is started under `setpriv --bounding-set=-bpf,-perfmon`.
+    pub drop_caps: Option<String>,
 }
 
 impl Default for VipSettings {
@@ -67,6 +72,8 @@ impl Default for VipSettings {
             switchover_timeout_ms: 3000,
             resync_interval_ms: 20000,
             reset_path: None,
+            kill_on_demotion: false,
+            drop_caps: None,
         }
     }
 }
@@ -98,6 +105,7 @@ announce_count = {count}
 announce_interval_ms = {interval}
 read_vips = [{read_vips}]
 floating_type = "{floating}"
+kill_connections_on_demotion = {kill}
 
 [peer]
 port = {peer_port}
@@ -123,6 +131,7 @@ socket = "{socket}"
             interval = self.announce_interval_ms,
             read_vips = read_vips.join(", "),
             floating = self.floating_type,
+            kill = self.kill_on_demotion,
             peer_port = self.peer_port,
             key_file = key_file.display(),
             peer_timeout = self.peer_timeout_ms,
@@ -287,7 +296,17 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(&log)?;
-        let mut cmd = Command::new(&self.agent_bin);
+        let mut cmd = match &settings.drop_caps {
+            None => Command::new(&self.agent_bin),
+            Some(caps) => {
+                let drop: Vec<String> = caps.split(',').map(|c| format!("-{c}")).collect();
+                let mut cmd = Command::new("setpriv");
+                cmd.arg(format!("--bounding-set={}", drop.join(",")))
+                    .arg("--")
+                    .arg(&self.agent_bin);
+                cmd
+            }
+        };
         cmd.args(["run", "--config"])
             .arg(&config)
             .env("VIP_AGENT_LOG_FORMAT", "json")

@@ -42,11 +42,21 @@ async fn switchover_resets_the_write_vips_clients(settings: VipSettings) {
     };
     assert!(mode.contains(want), "{mode}");
     let mut clients = connect(&c, write, 20);
+    // Clients of the same mysqld that did not come through the VIP.
+    let mut direct = connect(&c, c.host(0).ipv4().into(), 3);
 
     c.group.switchover(1).unwrap();
     c.wait_sole_holder(1, SETTLE).unwrap();
     let failed = all_reset(&mut clients, Duration::from_secs(5));
     assert!(failed.is_empty(), "not reset: {failed:?}\n{}", c.logs());
+    // Without vip.kill_connections_on_demotion they are left alone.
+    for s in &mut direct {
+        assert!(
+            reset_within(s, Duration::from_millis(300)).is_err(),
+            "{}",
+            c.logs()
+        );
+    }
     let reset: u64 = c
         .events(0)
         .iter()
@@ -136,4 +146,54 @@ async fn moving_a_read_vip_resets_only_its_connections() {
             ),
         }
     }
+}
+
+/// vip.kill_connections_on_demotion (greatdb_ha_mgr_exit_primary_kill_connection_mode):
+/// on demotion every client of mysqld is reset, also those that did not come in
+/// through the VIP.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_all_on_demotion_resets_every_client_of_mysqld() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let settings = VipSettings {
+        instance: "rsk".into(),
+        kill_on_demotion: true,
+        ..VipSettings::default()
+    };
+    let c = Cluster::start(3, settings, vip_tests::agent_binary(), |g| g).unwrap();
+    let write = c.settings.write_vip;
+    c.wait_sole_holder(0, SETTLE).unwrap();
+    let mut through_vip = connect(&c, write, 5);
+    let mut direct = connect(&c, c.host(0).ipv4().into(), 5);
+    // A client of another member is not this node's to reset.
+    let mut elsewhere = connect(&c, c.host(2).ipv4().into(), 2);
+
+    c.group.switchover(1).unwrap();
+    c.wait_sole_holder(1, SETTLE).unwrap();
+    let failed = all_reset(&mut through_vip, Duration::from_secs(5));
+    assert!(failed.is_empty(), "not reset: {failed:?}\n{}", c.logs());
+    let failed = all_reset(&mut direct, Duration::from_secs(5));
+    assert!(
+        failed.is_empty(),
+        "direct clients not reset: {failed:?}\n{}",
+        c.logs()
+    );
+    for s in &mut elsewhere {
+        assert!(
+            reset_within(s, Duration::from_millis(300)).is_err(),
+            "{}",
+            c.logs()
+        );
+    }
+    let killed = c
+        .events(0)
+        .into_iter()
+        .find(|e| e.fields["reason"] == "kill_connections_on_demotion");
+    let killed = killed.unwrap_or_else(|| panic!("no kill-all event\n{}", c.logs()));
+    // At least the direct clients (the agent's own poll connection may add one).
+    assert!(
+        killed.fields["connections"].as_u64() >= Some(5),
+        "{killed:?}"
+    );
 }
