@@ -4,6 +4,7 @@
 //! so several instances on one host never touch each other's maps.
 
 pub mod count_dst;
+pub mod guard;
 pub mod iter_reset;
 pub mod sock_destroy;
 
