@@ -118,8 +118,10 @@ fn explain_attach(e: ProgramError, iface: &str, mode: XdpMode) -> anyhow::Error 
     anyhow!(e).context(hint)
 }
 
-/// Parses an XDP mode as written in a config or on a command line: `auto` (the kernel
-/// picks: native where the driver has it), `native`/`driver`, `generic`/`skb`.
+/// Parses an XDP mode as written in a config or on a command line: `auto`,
+/// `native`/`driver`, `generic`/`skb`. `auto` gives [`XdpMode::Default`] (the kernel
+/// picks native where the driver has it); resolve it per interface with [`auto_mode`]
+/// instead, which picks generic on a veth.
 pub fn parse_mode(text: &str) -> Result<XdpMode> {
     Ok(match text {
         "auto" | "default" => XdpMode::Default,
