@@ -282,8 +282,10 @@ impl Datapath {
             if let Some(dir) = &dir {
                 pins::remove_link(dir, pins::GUARD_LINK);
             }
+            // auto: generic on a veth, where native XDP_TX only gets out when the peer
+            // has an XDP program of its own; else the kernel's choice.
             let mode = match cfg.datapath.xdp_mode {
-                XdpMode::Auto => aya::programs::XdpMode::default(),
+                XdpMode::Auto => guard::auto_mode(&cfg.vip.nic)?,
                 XdpMode::Native => aya::programs::XdpMode::Driver,
                 XdpMode::Generic => aya::programs::XdpMode::Skb,
             };
@@ -291,9 +293,13 @@ impl Datapath {
             if let Some(dir) = &dir {
                 pins::replace_link(dir, pins::GUARD_LINK, link)?;
             }
+            let mode = match mode {
+                aya::programs::XdpMode::Skb => "generic",
+                aya::programs::XdpMode::Driver => "native",
+                _ => "native where the driver has it",
+            };
             Ok(format!(
-                "xdp ({} mode) on {}, {} s after a release",
-                cfg.datapath.xdp_mode,
+                "xdp ({mode}) on {}; RST to a released VIP's clients for {} s",
                 cfg.vip.nic,
                 cfg.datapath.guard_window.as_secs()
             ))

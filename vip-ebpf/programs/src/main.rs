@@ -7,6 +7,7 @@
 #![no_main]
 
 mod count_dst;
+mod guard;
 mod maps;
 mod reset;
 mod sock;
