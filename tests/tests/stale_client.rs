@@ -1,0 +1,91 @@
+//! A client that missed the announcements: its neighbour entry for the VIP still points
+//! at the node that let the VIP go. That node's guard answers it with a RST, so its
+//! connect fails at once instead of retransmitting SYNs for minutes, and the agent's
+//! status counts it. IPv4 and IPv6.
+
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use vip_tests::cluster::{Cluster, MYSQL_PORT, VipSettings};
+use vip_tests::lab::NIC;
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// The guard's row for `vip` in `vip-agent status --json` on host `i`.
+fn guard_row(c: &Cluster, i: usize, vip: IpAddr) -> serde_json::Value {
+    let out = c.control(i, &["status", "--json"]).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["datapath"].as_array().cloned().unwrap_or_default();
+    rows.into_iter()
+        .find(|r| r["vip"] == vip.to_string())
+        .unwrap_or_else(|| panic!("no datapath row for {vip}: {v}"))
+}
+
+async fn stale_client_gets_a_rst_from_the_old_node(settings: VipSettings) {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let c = Cluster::start(3, settings, vip_tests::agent_binary(), |g| g).unwrap();
+    let write = c.settings.write_vip;
+    c.wait_sole_holder(0, SETTLE).unwrap();
+    let old = c.host(0).mac().to_string();
+
+    c.group.switchover(1).unwrap();
+    c.wait_sole_holder(1, SETTLE).unwrap();
+    // The client missed every announcement: its entry still names the old primary.
+    let vip = write.to_string();
+    c.client()
+        .ip(&[
+            "neigh",
+            "replace",
+            &vip,
+            "lladdr",
+            &old,
+            "dev",
+            NIC,
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    let to = SocketAddr::new(write, MYSQL_PORT);
+    let (result, took) = vip_tests::netns::run_in(c.client().ns(), move || {
+        let t0 = Instant::now();
+        let r = TcpStream::connect_timeout(&to, Duration::from_secs(5)).map(|_| ());
+        (r.map_err(|e| e.kind()), t0.elapsed())
+    })
+    .unwrap();
+    assert_eq!(
+        result,
+        Err(ErrorKind::ConnectionRefused),
+        "after {took:?}; a stale client should get a RST from the old node\n{}",
+        c.logs()
+    );
+    let row = guard_row(&c, 0, write);
+    assert_eq!(row["state"], "released", "{row}");
+    assert!(row["rst_sent"].as_u64() >= Some(1), "{row}");
+
+    // Once its entry is right again, it reaches the new primary.
+    c.client().ip(&["neigh", "del", &vip, "dev", NIC]).unwrap();
+    c.wait_client_reaches(write, 1, SETTLE).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_client_gets_a_rst_ipv4() {
+    stale_client_gets_a_rst_from_the_old_node(VipSettings {
+        instance: "st4".into(),
+        ..VipSettings::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_client_gets_a_rst_ipv6() {
+    stale_client_gets_a_rst_from_the_old_node(VipSettings {
+        write_vip: "2001:db8::50".parse().unwrap(),
+        prefix: 64,
+        instance: "st6".into(),
+        ..VipSettings::default()
+    })
+    .await;
+}
