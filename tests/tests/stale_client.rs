@@ -64,6 +64,27 @@ async fn stale_client_gets_a_rst_from_the_old_node(settings: VipSettings) {
     let row = guard_row(&c, 0, write);
     assert_eq!(row["state"], "released", "{row}");
     assert!(row["rst_sent"].as_u64() >= Some(1), "{row}");
+    // The guard's own log line (aya-log) reaches the agent's log, naming the client.
+    let client = c.client();
+    let client_ip = if write.is_ipv4() {
+        client.ipv4().to_string()
+    } else {
+        client.ipv6().to_string()
+    };
+    let line = format!(
+        "guard: RST to stale client {}",
+        if write.is_ipv4() {
+            client_ip.clone()
+        } else {
+            format!("[{client_ip}]")
+        }
+    );
+    let logged = vip_tests::lab::wait_for(Duration::from_secs(5), || c.logs().contains(&line));
+    assert!(
+        logged,
+        "no guard line for {client_ip} in the agent's log\n{}",
+        c.logs()
+    );
 
     // Once its entry is right again, it reaches the new primary.
     c.client().ip(&["neigh", "del", &vip, "dev", NIC]).unwrap();

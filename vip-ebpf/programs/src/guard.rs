@@ -31,6 +31,7 @@ use aya_ebpf::{
     macros::xdp,
     programs::XdpContext,
 };
+use aya_log_ebpf::info;
 use vip_ebpf_common::{
     AF_INET, AF_INET6, ConnKey, DstKey, GuardCounters, VIP_HELD, VIP_RELEASED, VipState,
 };
@@ -261,6 +262,14 @@ fn ipv4(ctx: &XdpContext) -> u32 {
     }
     shrink_to(ctx, RST4_LEN);
     rst_counted(&key);
+    // Names the clients whose neighbour cache is stale (in the agent's log).
+    info!(
+        ctx,
+        "guard: RST to stale client {:i}:{} of released VIP {:i}",
+        u32::from_be_bytes(src),
+        be16([tcp[0], tcp[1]]),
+        u32::from_be_bytes(dst)
+    );
     XDP_TX
 }
 
@@ -337,6 +346,13 @@ fn ipv6(ctx: &XdpContext) -> u32 {
     }
     shrink_to(ctx, RST6_LEN);
     rst_counted(&key);
+    info!(
+        ctx,
+        "guard: RST to stale client [{:i}]:{} of released VIP {:i}",
+        src,
+        be16([tcp[0], tcp[1]]),
+        dst
+    );
     XDP_TX
 }
 
