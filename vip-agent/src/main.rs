@@ -211,7 +211,8 @@ fn count_packets(iface: &str, instance: &str, interval: Duration) -> Result<()> 
     print(&counter)?;
     counter.unpin()?;
     drop(counter);
-    datapath::remove_pins(instance)?;
+    // Only its own pin: an agent of the same instance keeps its maps and links.
+    datapath::remove_empty_pin_dir(instance);
     tracing::info!("count_dst detached from {iface}; pins removed");
     Ok(())
 }
