@@ -240,6 +240,11 @@ impl Cluster {
             .instance
     }
 
+    /// Agent `i`'s config file.
+    pub fn config_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("h{}.toml", i + 1))
+    }
+
     /// Rewrites agent `i`'s config file with `settings` (for reload tests).
     pub fn write_config(&self, i: usize, settings: &VipSettings) -> Result<()> {
         let name = format!("h{}", i + 1);

@@ -172,6 +172,24 @@ async fn tracks_connections(settings: VipSettings) {
     // The new primary tracks the new connections.
     let _new = connect(&c, write, 3);
     wait_tracked(&c, 1, 3);
+
+    // `vip-agent release` (maintenance, uninstall) removes the pins, which detaches the
+    // programs they kept attached.
+    c.stop_agent(1).unwrap();
+    let config = c.config_path(1);
+    let out = c
+        .agent_command(1, &["release", "--config", config.to_str().unwrap()])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !pins(&c, 1).exists(),
+        "{} should be gone",
+        pins(&c, 1).display()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
