@@ -137,6 +137,7 @@ impl Agent {
             .filter(|v| !kept.contains(v))
             .collect();
         let bound = self.bound().await.unwrap_or_default();
+        self.datapath.set_guard_window(new.datapath.guard_window);
         self.cfg = new;
         for vip in removed.into_iter().filter(|v| bound.contains(v)) {
             if let Err(e) = self
@@ -192,6 +193,25 @@ key_file = "/etc/vip-agent/peer.key"
         assert_eq!(
             changed(&old, &new),
             ["vip.read_vips", "vip.floating_type", "vip.announce_count"]
+        );
+    }
+
+    #[test]
+    fn the_datapath_loads_once_but_its_window_and_port_apply_online() {
+        let old = base();
+        let mut new = base();
+        new.datapath.guard_window = std::time::Duration::from_secs(5);
+        new.datapath.client_port = 3307;
+        assert!(restart_only(&old, &new).is_empty());
+        assert_eq!(
+            changed(&old, &new),
+            ["datapath.guard_window_ms", "datapath.client_port"]
+        );
+        new.datapath.guard = false;
+        new.datapath.xdp_mode = config::XdpMode::Native;
+        assert_eq!(
+            restart_only(&old, &new),
+            ["datapath.guard", "datapath.xdp_mode"]
         );
     }
 
