@@ -156,9 +156,8 @@ impl Agent {
         if let Some(seen) = &mut self.seen_bound {
             seen.remove(&vip);
         }
-        // Entries whose guard window is over (or whose VIP left the config) go now.
-        let configured: Vec<IpAddr> = self.cfg.vip.all_vips().collect();
-        self.datapath.prune(&configured);
+        // Entries whose guard window is over go now.
+        self.datapath.prune();
         info!(event = "released", vip = %vip, nic = %self.cfg.vip.nic, reason = %reason, "released {} {vip}", self.kind(vip));
         Ok(())
     }

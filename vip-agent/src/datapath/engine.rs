@@ -401,12 +401,11 @@ impl Datapath {
         }
     }
 
-    /// Drops RELEASED entries whose window is over, and VIPs no longer configured.
-    pub fn prune(&mut self, configured: &[IpAddr]) {
+    /// Drops RELEASED entries whose window is over (a VIP removed from the config keeps
+    /// its window: its stale clients still deserve a RST).
+    pub fn prune(&mut self) {
         if let Some(table) = &mut self.vips {
-            table.prune(vip_table::monotonic_ns(), |vip, _| {
-                configured.contains(&vip)
-            });
+            table.prune(vip_table::monotonic_ns(), |_, _| true);
         }
     }
 
