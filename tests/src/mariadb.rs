@@ -3,8 +3,9 @@
 //! max_connections, TLS with real certificates, a mysqld that is stopped or killed).
 //!
 //! Each [`MariaDb`] is a `mariadbd` child process of the test, with its own data
-//! directory, unix socket and TCP port on 127.0.0.1, in a temporary directory
-//! `vipdb-<pid>-<n>` under [`std::env::temp_dir`]. Nothing of the system's MariaDB is
+//! directory, unix socket and TCP port on 127.0.0.1 (or, with [`MariaDbBuilder::netns`],
+//! on every address of a lab host), in a temporary directory `vipdb-<pid>-<n>` under
+//! [`std::env::temp_dir`]. Nothing of the system's MariaDB is
 //! used or touched: no config file is read (`--no-defaults`), no service is started.
 //! Dropping it kills the process and removes the directory, even when the test panics;
 //! directories left by a test process that was killed are removed by the next one.
@@ -27,7 +28,7 @@
 //! ```
 
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -214,6 +215,7 @@ impl Certs {
 pub struct MariaDbBuilder {
     max_connections: u32,
     tls: bool,
+    netns: Option<String>,
 }
 
 impl MariaDbBuilder {
@@ -230,6 +232,24 @@ impl MariaDbBuilder {
     pub fn tls(mut self) -> Self {
         self.tls = true;
         self
+    }
+
+    /// Runs mariadbd inside network namespace `ns` (a lab host's, [`crate::lab::Host::ns`])
+    /// instead of the caller's, listening on 0.0.0.0 at a port free there: clients reach
+    /// it through the host's addresses and any VIP bound on it, as a mysqld with
+    /// `bind_address=*`. Its unix socket still works from any namespace (unix sockets are
+    /// not bound to one).
+    pub fn netns(mut self, ns: &str) -> Self {
+        self.netns = Some(ns.to_owned());
+        self
+    }
+
+    /// The address mariadbd listens on, and the namespace it does so in.
+    fn listen(&self) -> (Option<&str>, IpAddr) {
+        match &self.netns {
+            Some(ns) => (Some(ns), Ipv4Addr::UNSPECIFIED.into()),
+            None => (None, Ipv4Addr::LOCALHOST.into()),
+        }
     }
 
     /// Initialises the data directory, starts mariadbd and waits until it accepts
@@ -288,6 +308,7 @@ impl MariaDb {
         MariaDbBuilder {
             max_connections: 20,
             tls: false,
+            netns: None,
         }
     }
 
@@ -299,7 +320,8 @@ impl MariaDb {
             .expect("mariadbd is not running")
     }
 
-    /// Its TCP port on 127.0.0.1.
+    /// Its TCP port: on 127.0.0.1, or on every address of the namespace given to
+    /// [`MariaDbBuilder::netns`].
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -466,11 +488,12 @@ impl MariaDb {
 
     /// Starts mariadbd on a fresh port and waits until it answers.
     fn launch(&mut self, opts: &MariaDbBuilder) -> Result<()> {
-        self.port = free_port()?;
+        let (ns, bind) = opts.listen();
+        self.port = free_port(ns)?;
         let mut args = self.common_args();
         args.extend([
             "--skip-networking=0".to_string(),
-            "--bind-address=127.0.0.1".into(),
+            format!("--bind-address={bind}"),
             format!("--port={}", self.port),
             format!("--socket={}", self.socket().display()),
             format!("--pid-file={}", self.dir.join("mysqld.pid").display()),
@@ -493,6 +516,9 @@ impl MariaDb {
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(self.dir.join("stdout.log"))?)
             .stderr(std::fs::File::create(self.dir.join("stderr.log"))?);
+        if let Some(ns) = ns {
+            crate::netns::command_in(ns, &mut cmd)?;
+        }
         // SAFETY: prctl only, which is async-signal-safe. If the test process dies
         // without running Drop (killed, aborted), mariadbd dies with it.
         unsafe {
@@ -504,12 +530,12 @@ impl MariaDb {
             });
         }
         self.child = Some(cmd.spawn().context("starting mariadbd")?);
-        self.wait_ready()
+        self.wait_ready(ns)
     }
 
-    /// Waits until mariadbd sends its greeting on the TCP port: it listens before the
-    /// init file has run, but accepts connections only after.
-    fn wait_ready(&mut self) -> Result<()> {
+    /// Waits until mariadbd sends its greeting on the TCP port (in namespace `ns`, if
+    /// given): it listens before the init file has run, but accepts connections only after.
+    fn wait_ready(&mut self, ns: Option<&str>) -> Result<()> {
         let deadline = Instant::now() + DEADLINE;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
         loop {
@@ -527,7 +553,11 @@ impl MariaDb {
                     self.port
                 );
             }
-            if greeting(addr) {
+            let greeted = match ns {
+                Some(ns) => crate::netns::run_in(ns, move || greeting(addr))?,
+                None => greeting(addr),
+            };
+            if greeted {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -571,10 +601,17 @@ fn greeting(addr: SocketAddr) -> bool {
     s.read_exact(&mut head).is_ok() && head[4] == 10
 }
 
-/// A TCP port on 127.0.0.1 that nobody listened on a moment ago.
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+/// A TCP port on 127.0.0.1 (or on 0.0.0.0 in namespace `ns`) that nobody listened on a
+/// moment ago.
+fn free_port(ns: Option<&str>) -> Result<u16> {
+    let bind = |ip: Ipv4Addr| -> Result<u16> {
+        let l = TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0"))?;
+        Ok(l.local_addr()?.port())
+    };
+    match ns {
+        Some(ns) => crate::netns::run_in(ns, move || bind(Ipv4Addr::UNSPECIFIED))?,
+        None => bind(Ipv4Addr::LOCALHOST),
+    }
 }
 
 /// Removes the directories (and kills the mariadbd) of test processes that died without
