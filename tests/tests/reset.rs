@@ -9,22 +9,13 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use common::clients::{all_reset, connect, reset_within};
+use common::status::{assert_reset_path, resets_logged};
 use vip_tests::cluster::{Cluster, VipSettings};
 
 const SETTLE: Duration = Duration::from_secs(20);
 
 fn vip(s: &str) -> IpAddr {
     s.parse().unwrap()
-}
-
-/// The reset line of `vip-agent status` on host `i`.
-fn datapath_mode(c: &Cluster, i: usize) -> String {
-    let out = c.control(i, &["status", "--json"]).unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["subsystems"]["reset"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 async fn switchover_resets_the_write_vips_clients(settings: VipSettings) {
@@ -35,12 +26,7 @@ async fn switchover_resets_the_write_vips_clients(settings: VipSettings) {
     let write = c.settings.write_vip;
     c.wait_sole_holder(0, SETTLE).unwrap();
     // The path the old primary's agent will use.
-    let mode = datapath_mode(&c, 0);
-    let want = match c.settings.reset_path.as_deref() {
-        Some("netlink") => "netlink SOCK_DESTROY (VIP_AGENT_RESET_PATH=netlink)",
-        _ => "iter/tcp + bpf_sock_destroy",
-    };
-    assert!(mode.contains(want), "{mode}");
+    assert_reset_path(&c, 0);
     let mut clients = connect(&c, write, 20);
     // Clients of the same mysqld that did not come through the VIP.
     let mut direct = connect(&c, c.host(0).ipv4().into(), 3);
@@ -57,13 +43,7 @@ async fn switchover_resets_the_write_vips_clients(settings: VipSettings) {
             c.logs()
         );
     }
-    let reset: u64 = c
-        .events(0)
-        .iter()
-        .filter(|e| e.event == "reset")
-        .filter_map(|e| e.fields["connections"].as_u64())
-        .sum();
-    assert_eq!(reset, 20, "{}", c.logs());
+    assert_eq!(resets_logged(&c, 0), 20, "{}", c.logs());
     // New connections reach the new primary.
     c.wait_client_reaches(write, 1, SETTLE).await.unwrap();
 }

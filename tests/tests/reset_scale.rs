@@ -9,6 +9,8 @@
 //!   connections through it: a switchover in the group leaves them working. The reset
 //!   is scoped to the agent's network namespace, whatever else the kernel holds.
 
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -21,6 +23,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use common::status::{assert_reset_path, resets_logged};
 use vip_tests::cluster::{Cluster, MYSQL_PORT, VipSettings};
 use vip_tests::lab::{Host, Lab};
 use vip_tests::mariadb::{self, MariaDb};
@@ -222,29 +225,6 @@ async fn query_each(conns: Vec<Conn>) -> Vec<Outcome> {
     out
 }
 
-/// How many connections agent `i` logged as reset so far.
-fn resets_logged(c: &Cluster, i: usize) -> u64 {
-    c.events(i)
-        .iter()
-        .filter(|e| e.event == "reset")
-        .filter_map(|e| e.fields["connections"].as_u64())
-        .sum()
-}
-
-/// Checks that h1's agent resets with the path the settings ask for, as `status` says.
-fn assert_reset_path(c: &Cluster) {
-    let out = c.control(0, &["status", "--json"]).unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let datapath = status["subsystems"]["datapath"]
-        .as_str()
-        .unwrap_or_default();
-    let want = match c.settings.reset_path.as_deref() {
-        Some("netlink") => "reset on VIP loss: netlink SOCK_DESTROY",
-        _ => "reset on VIP loss: iter/tcp + bpf_sock_destroy",
-    };
-    assert!(datapath.contains(want), "{datapath}");
-}
-
 /// How many file descriptors process `pid` has open, and its resident memory in MiB.
 fn footprint(pid: u32) -> (usize, u64) {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
@@ -276,7 +256,7 @@ async fn switchover_ends_every_session(settings: VipSettings, sessions: usize) {
     let c = Cluster::start(3, settings, vip_tests::agent_binary(), |g| g).unwrap();
     let vip = c.settings.write_vip;
     c.wait_sole_holder(0, SETTLE).unwrap();
-    assert_reset_path(&c);
+    assert_reset_path(&c, 0);
     // The primary's mysqld, listening on every address of h1 (3306 is the simulated
     // member's). Started on the test's thread, which it dies with.
     let max = u32::try_from(sessions).unwrap() + 20;
@@ -465,7 +445,7 @@ async fn another_labs_connections_survive(settings: VipSettings) {
     let c = Cluster::start(3, settings, vip_tests::agent_binary(), |g| g).unwrap();
     let vip = c.settings.write_vip;
     c.wait_sole_holder(0, SETTLE).unwrap();
-    assert_reset_path(&c);
+    assert_reset_path(&c, 0);
 
     // Another lab: a host that is no part of the group, with the same VIP bound, serving
     // on it as mysqld would (a dual-stack [::] listener on 3306: v4-mapped sockets) and
@@ -492,6 +472,24 @@ async fn another_labs_connections_survive(settings: VipSettings) {
     for conn in &mut ours {
         conn.set_read_timeout(Some(DEADLINE)).unwrap();
         assert!(conn.read(&mut [0u8; 1024]).unwrap() > 0, "no greeting");
+    }
+    // The tracker sees every namespace on the kernel, but counts only its own: the
+    // group's 5, none of the other lab's 12 through the same address.
+    if c.settings.reset_path.is_none() {
+        let tracked = || {
+            let out = c.control(0, &["status", "--json"]).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let rows = v["datapath"].as_array().cloned().unwrap_or_default();
+            rows.iter()
+                .find(|r| r["vip"] == vip.to_string())
+                .and_then(|r| r["tracked"].as_u64())
+        };
+        let five = vip_tests::lab::wait_for(DEADLINE, || tracked() == Some(5));
+        assert!(
+            five,
+            "h1 tracks {:?} connections, not the group's 5",
+            tracked()
+        );
     }
 
     switch_h1_to_h2(&c);
