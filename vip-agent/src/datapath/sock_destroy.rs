@@ -87,20 +87,7 @@ pub struct Conn {
 impl Conn {
     /// `ESTABLISHED`, `SYN_RECV`, … as `ss` names them.
     pub fn state_name(&self) -> &'static str {
-        match self.state {
-            1 => "ESTABLISHED",
-            2 => "SYN_SENT",
-            3 => "SYN_RECV",
-            4 => "FIN_WAIT1",
-            5 => "FIN_WAIT2",
-            6 => "TIME_WAIT",
-            7 => "CLOSE",
-            8 => "CLOSE_WAIT",
-            9 => "LAST_ACK",
-            10 => "LISTEN",
-            11 => "CLOSING",
-            _ => "UNKNOWN",
-        }
+        super::track::tcp_state(self.state)
     }
 }
 

@@ -40,7 +40,7 @@ pub fn tcp_state(state: u8) -> &'static str {
         9 => "LAST_ACK",
         10 => "LISTEN",
         11 => "CLOSING",
-        _ => "?",
+        _ => "UNKNOWN",
     }
 }
 

@@ -23,7 +23,9 @@ use core::ffi::c_void;
 use aya_ebpf::{btf_maps::Array, macros::btf_map};
 use vip_ebpf_common::{AF_INET, AF_INET6, ResetCount, ResetTarget};
 
-use crate::sock::{TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, V4_MAPPED, field, words};
+use crate::sock::{
+    TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, V4_MAPPED, field, iter_socket, words,
+};
 
 /// Slot 0: what to destroy. `family == 0` (the initial value) destroys nothing.
 #[btf_map]
@@ -43,20 +45,10 @@ unsafe extern "C" {
 // half-open connections (request sockets), which are not full `struct sock`s and which
 // `bpf_sock_destroy` cannot take.
 
-/// The context of an `iter/tcp` program: `struct bpf_iter__tcp { meta; sk_common; uid }`.
-#[repr(C)]
-struct BpfIterTcp {
-    meta: *mut c_void,
-    sk_common: *mut c_void,
-    uid: u32,
-}
-
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/tcp")]
 pub extern "C" fn reset_tcp(ctx: *mut c_void) -> i32 {
-    // SAFETY: the kernel passes a valid `struct bpf_iter__tcp`; the verifier checks the
-    // load against its BTF.
-    let sk = unsafe { core::ptr::read_volatile(&(*(ctx as *const BpfIterTcp)).sk_common) };
+    let sk = iter_socket(ctx);
     if sk.is_null() {
         return 0; // the end of the walk
     }

@@ -94,3 +94,19 @@ pub fn vip_key(conn: &ConnKey) -> DstKey {
         addr: conn.local,
     }
 }
+
+/// The context of an `iter/tcp` program: `struct bpf_iter__tcp { meta; sk_common; uid }`.
+#[repr(C)]
+struct BpfIterTcp {
+    meta: *mut c_void,
+    sk_common: *mut c_void,
+    uid: u32,
+}
+
+/// The socket an `iter/tcp` program is called for; NULL at the end of the walk.
+#[inline(always)]
+pub fn iter_socket(ctx: *mut c_void) -> *mut c_void {
+    // SAFETY: the kernel passes a valid `struct bpf_iter__tcp`; the verifier checks the
+    // load against its BTF. Read as is: the kfunc needs the unmodified pointer.
+    unsafe { core::ptr::read_volatile(&(*(ctx as *const BpfIterTcp)).sk_common) }
+}

@@ -19,7 +19,7 @@ use vip_ebpf_common::{ConnInfo, ConnKey, VIP_HELD};
 use crate::maps::{CONNS, TRACK_CONFIG, VIPS};
 use crate::sock::{
     TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, conn_key, field,
-    vip_key,
+    iter_socket, vip_key,
 };
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
@@ -81,19 +81,10 @@ fn record(key: &ConnKey, state: u8) {
     let _ = CONNS.insert(key, info, 1);
 }
 
-/// The context of an `iter/tcp` program: `struct bpf_iter__tcp { meta; sk_common; uid }`.
-#[repr(C)]
-struct BpfIterTcp {
-    meta: *mut c_void,
-    sk_common: *mut c_void,
-    uid: u32,
-}
-
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/tcp")]
 pub extern "C" fn track_seed(ctx: *mut c_void) -> i32 {
-    // SAFETY: the kernel passes a valid `struct bpf_iter__tcp`.
-    let sk = unsafe { core::ptr::read_volatile(&(*(ctx as *const BpfIterTcp)).sk_common) };
+    let sk = iter_socket(ctx);
     if sk.is_null() {
         return 0;
     }
