@@ -139,7 +139,10 @@ impl Agent {
             Ok(bound) if bound.contains(&write) => {
                 let reason = format!("the new primary {from} asked for it");
                 match self.unbind(write, &reason).await {
-                    Ok(()) => Response::Released,
+                    Ok(()) => {
+                        self.write_lost().await;
+                        Response::Released
+                    }
                     Err(e) => refuse(format!("could not release the write VIP: {e:#}")),
                 }
             }

@@ -83,8 +83,8 @@ impl Agent {
     ) -> Result<()> {
         for &vip in drop.intersection(bound) {
             self.unbind(vip, reason).await?;
-            if self.cfg.vip.write_vip == Some(vip) && self.cfg.vip.kill_connections_on_demotion {
-                self.kill_all_clients().await;
+            if self.cfg.vip.write_vip == Some(vip) {
+                self.write_lost().await;
             }
         }
         for &vip in want.difference(bound) {
@@ -102,10 +102,15 @@ impl Agent {
         Ok(())
     }
 
-    /// `vip.kill_connections_on_demotion` (greatdb_ha_mgr_exit_primary_kill_connection_mode):
-    /// after losing the write VIP, every client of mysqld's port is reset, whichever
-    /// address it came in through, so no session of the old primary lives on.
-    async fn kill_all_clients(&mut self) {
+    /// After this node lost the write VIP (its own view, or the new primary's release
+    /// request; not a reload removing it): `vip.kill_connections_on_demotion`
+    /// (greatdb_ha_mgr_exit_primary_kill_connection_mode) resets every client of mysqld's
+    /// port, whichever address it came in through, so no session of the old primary
+    /// lives on.
+    pub(super) async fn write_lost(&mut self) {
+        if !self.cfg.vip.kill_connections_on_demotion {
+            return;
+        }
         let port = self.cfg.datapath.client_port;
         let n = self.reset_target(Target::Port(port)).await;
         info!(
