@@ -5,7 +5,9 @@
 //!
 //! Each sample builds the connections afresh (a client namespace connects to the VIP in
 //! the host's namespace), times one reset, and checks that no connection through the VIP
-//! is left. Needs root. `cargo xtask bench` (or `cargo bench -p vip-tests --bench reset`)
+//! is left. The server ends stay in the listener's accept queue: full ESTABLISHED sockets
+//! as the kernel sees them, without a second file descriptor each (the hard limit of open
+//! files here is 20,000). Needs root. `cargo xtask bench` (or `cargo bench -p vip-tests --bench reset`)
 //! runs it in full and writes `target/bench/reset.json` and `target/bench/reset.md`;
 //! without `--bench` (e.g. `cargo test --benches`) it runs a small smoke case.
 
@@ -47,6 +49,14 @@ impl Bench {
     fn new() -> Bench {
         let lab = Lab::builder().hosts(1).clients(1).build().expect("a lab");
         lab.host(0).add_addr(&format!("{VIP}/24")).unwrap();
+        // The accept queue holds the server ends: let it hold 10,000.
+        let mut sysctl = Command::new("sysctl");
+        sysctl.args(["-qw", "net.core.somaxconn=65535"]);
+        vip_tests::netns::command_in(lab.host(0).ns(), &mut sysctl).unwrap();
+        assert!(
+            sysctl.status().unwrap().success(),
+            "sysctl net.core.somaxconn"
+        );
         Bench { lab, iter: None }
     }
 
@@ -54,22 +64,10 @@ impl Bench {
         self.lab.host(0)
     }
 
-    /// `n` established connections through the VIP; both ends are returned to be kept
-    /// open until the reset.
-    fn connect(&self, n: usize) -> (Vec<TcpStream>, Vec<TcpStream>) {
-        let listener = self
-            .host()
-            .run_in(|| {
-                let l = socket2_listener();
-                l.set_nonblocking(false).unwrap();
-                l
-            })
-            .unwrap();
-        let accepter = std::thread::spawn(move || {
-            (0..n)
-                .map(|_| listener.accept().map(|(s, _)| s).unwrap())
-                .collect::<Vec<_>>()
-        });
+    /// `n` established connections through the VIP: the clients, and the listener whose
+    /// accept queue holds the server ends, to be kept until the reset.
+    fn connect(&self, n: usize) -> (Vec<TcpStream>, TcpListener) {
+        let listener = self.host().run_in(listener).unwrap();
         let to = SocketAddr::new(VIP.parse().unwrap(), PORT);
         let clients = self
             .lab
@@ -80,7 +78,7 @@ impl Bench {
                     .collect::<Vec<_>>()
             })
             .unwrap();
-        (clients, accepter.join().unwrap())
+        (clients, listener)
     }
 
     /// Times one reset of every connection through the VIP in the host.
@@ -140,7 +138,7 @@ impl Bench {
 }
 
 /// A listener on the VIP with a backlog deep enough for 10,000 connections at once.
-fn socket2_listener() -> TcpListener {
+fn listener() -> TcpListener {
     let l = TcpListener::bind((VIP, PORT)).expect("bind the VIP");
     // SAFETY: listen(2) again on our own socket only raises the backlog.
     unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), 65535) };

@@ -1,5 +1,7 @@
-//! `cargo xtask bench`: the planner's benchmark, `place` on 64 read VIPs x 9 members
-//! against a baseline measured in the same run (see vip-agent/benches/plan.rs).
+//! `cargo xtask bench`: the benchmarks, each against a baseline measured in the same run:
+//! the planner (`place` on 64 read VIPs x 9 members, vip-agent/benches/plan.rs), and
+//! resetting 1,000 and 10,000 connections by each path against `ss -K`
+//! (tests/benches/reset.rs, needs root).
 
 use crate::{build_ebpf, cmd};
 use anyhow::Result;
@@ -8,9 +10,15 @@ use std::process::Command;
 pub fn run() -> Result<()> {
     // vip-agent embeds the eBPF object, so nothing of it builds without the object.
     build_ebpf::run()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     cmd::run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        Command::new(&cargo)
             .current_dir(cmd::workspace_root())
             .args(["bench", "-p", "vip-agent", "--bench", "plan"]),
+    )?;
+    cmd::run(
+        Command::new(&cargo)
+            .current_dir(cmd::workspace_root())
+            .args(["bench", "-p", "vip-tests", "--bench", "reset"]),
     )
 }

@@ -1,6 +1,6 @@
 //! Developer tasks for vip-agent, run as `cargo xtask <task>`.
 //!
-//! - `bench`: the planner's benchmark (64 read VIPs over 9 members).
+//! - `bench`: the benchmarks (the planner; resetting connections, as root).
 //! - `build-ebpf`: installs what the eBPF build needs (idempotently) and builds the
 //!   programs for `bpfel-unknown-none`.
 //! - `demo`: the failover demo (the lab, the simulated group, one agent per host).
@@ -28,7 +28,8 @@ struct Cli {
 enum Task {
     /// The failover demo in the lab, on the embedded simulated group (needs root).
     Demo,
-    /// Benchmark the read VIP planner: 64 read VIPs over 9 members, both floating types.
+    /// Run the benchmarks: the read VIP planner (64 read VIPs over 9 members), and resetting
+    /// 1,000 and 10,000 connections by each path against `ss -K` (needs root).
     Bench,
     /// Build the eBPF programs (installing rust-src and bpf-linker first if missing).
     BuildEbpf,
