@@ -71,6 +71,8 @@ pub(crate) fn remove_pins(doomed: impl Fn(&str) -> bool) {
             log::warn!("lab cleanup: {}: {e}", entry.path().display());
         }
     }
+    // The agents' folder too, once no instance is left in it.
+    let _ = std::fs::remove_dir(PIN_ROOT);
 }
 
 /// SIGKILLs every process whose network namespace is `ns`: a killed run cannot kill

@@ -65,6 +65,8 @@ pub struct Datapath {
     vips: Option<VipTable>,
     conns: Option<HashMap<MapData, ConnKey, ConnInfo>>,
     counters: Option<PerCpuHashMap<MapData, DstKey, GuardCounters>>,
+    /// The instance's pin folder; `None` when nothing can be pinned.
+    pins: Option<PathBuf>,
     pub modes: Modes,
     guard_window: Duration,
     /// Resets that failed as a whole (then the other path was tried).
@@ -85,6 +87,7 @@ impl Datapath {
             vips: None,
             conns: None,
             counters: None,
+            pins: None,
             modes: Modes::default(),
             guard_window: d.guard_window,
             reset_errors: 0,
@@ -143,6 +146,7 @@ impl Datapath {
     /// Loads the object with the pinned maps reused. Returns the pin folder's mode text.
     fn load(&mut self, cfg: &Config, kernel: Option<&KernelBtf>) -> Result<String> {
         let dir = super::pin_dir(&cfg.instance);
+        self.pins = dir.as_ref().ok().cloned();
         let tracked = cfg.datapath.tracked_connections;
         let mut loader = EbpfLoader::new();
         loader.btf(kernel.map(|k| &k.btf));
@@ -248,8 +252,8 @@ impl Datapath {
                 .attach()
                 .map_err(|e| permission_hint(e.into(), "attach the tracker (tp_btf)"))?;
             let link = program.take_link(id)?;
-            if let Ok(dir) = super::pin_dir(&cfg.instance) {
-                pins::replace_link(&dir, pins::TRACK_LINK, link.into())?;
+            if let Some(dir) = &self.pins {
+                pins::replace_link(dir, pins::TRACK_LINK, link.into())?;
             }
             let seed: &mut Iter = ebpf
                 .program_mut("track_seed")
@@ -277,7 +281,7 @@ impl Datapath {
                 bail!("datapath.guard = false");
             }
             let ebpf = self.ebpf.as_mut().context("eBPF is off")?;
-            let dir = super::pin_dir(&cfg.instance).ok();
+            let dir = self.pins.clone();
             // One XDP program per interface: the last run's guard goes first.
             if let Some(dir) = &dir {
                 pins::remove_link(dir, pins::GUARD_LINK);
@@ -475,11 +479,4 @@ impl Datapath {
         out.sort_by_key(|v| v.vip);
         out
     }
-}
-
-/// Where the pins of an instance are, for messages.
-pub fn pin_folder(instance: &str) -> PathBuf {
-    std::path::Path::new(super::BPFFS)
-        .join("vip-agent")
-        .join(instance)
 }
