@@ -58,7 +58,13 @@ impl Agent {
             }
             // Kept as they are; on the first look they are adopted (and announced).
             ReadVips::Keep => want.extend(bound.intersection(&read)),
-            ReadVips::ReleaseAll => drop.extend(bound.intersection(&read)),
+            ReadVips::ReleaseAll => {
+                drop.extend(bound.intersection(&read));
+                // This member is out of the group, so the placement it last got is
+                // stale: back in the group, it waits for the primary's next one instead
+                // of binding VIPs that were moved away meanwhile.
+                self.coord.placement = None;
+            }
         }
         let reason = status.to_string();
         let result = self.act(&bound, &want, &drop, first_look, &reason).await;
@@ -141,6 +147,8 @@ impl Agent {
     }
 
     pub(super) async fn unbind(&mut self, vip: IpAddr, reason: &str) -> Result<()> {
+        // Timelines (`cargo xtask lab`) date the loss of the VIP from this.
+        let started = std::time::Instant::now();
         // A released VIP must not be announced any more.
         if let Some(task) = self.announcers.remove(&vip) {
             task.abort();
@@ -163,7 +171,17 @@ impl Agent {
         }
         // Entries whose guard window is over go now.
         self.datapath.prune();
-        info!(event = "released", vip = %vip, nic = %self.cfg.vip.nic, reason = %reason, "released {} {vip}", self.kind(vip));
+        let took = started.elapsed();
+        info!(
+            event = "released",
+            vip = %vip,
+            nic = %self.cfg.vip.nic,
+            reason = %reason,
+            took_us = took.as_micros() as u64,
+            "released {} {vip} in {:.1} ms",
+            self.kind(vip),
+            took.as_secs_f64() * 1000.0
+        );
         Ok(())
     }
 
