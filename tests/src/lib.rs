@@ -9,15 +9,19 @@
 //! - [`scratch`]: temp directories removed on drop.
 //! - [`cluster`]: the lab, the group and one vip-agent per host together, as the
 //!   end-to-end tests and `cargo xtask demo` use them.
+//! - [`chaos`]: random fault schedules with the invariants checked (`cargo xtask chaos`).
+//! - [`scenario`]: the failover scenarios of `cargo xtask lab`, measured from outside.
 //! - [`mariadb`]: a private, real MariaDB server (a child process) for the tests of the
 //!   agent's connection to mysqld: authentication, max_connections, TLS, stop and kill.
 //!
 //! Nothing here ships inside the agent.
 
+pub mod chaos;
 pub mod cluster;
 pub mod lab;
 pub mod mariadb;
 pub mod netns;
+pub mod scenario;
 pub mod scratch;
 pub mod sim;
 

@@ -78,3 +78,18 @@ pub fn nightly_cmd(program: &str) -> Command {
     }
     cmd
 }
+
+/// The vip-agent binary the lab runs: `$VIP_AGENT_BIN` as is (e.g. a copy that a long
+/// campaign keeps using while the tree is rebuilt), else the debug build, built now.
+pub fn agent_binary() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("VIP_AGENT_BIN") {
+        return Ok(bin.into());
+    }
+    crate::build_ebpf::run()?;
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(workspace_root())
+            .args(["build", "--quiet", "--bin", "vip-agent"]),
+    )?;
+    Ok(target_dir().join("debug/vip-agent"))
+}

@@ -4,15 +4,19 @@
 //! - `build-ebpf`: installs what the eBPF build needs (idempotently) and builds the
 //!   programs for `bpfel-unknown-none`.
 //! - `demo`: the failover demo (the lab, the simulated group, one agent per host).
+//! - `lab`: one failover scenario (or all) in the lab, measured, with invariants checked.
+//! - `chaos`: random fault schedules in the lab, with the invariants checked.
 //! - `test`: the project's whole test run, from a fresh machine: packages, eBPF build,
 //!   formatting, lints, every test, then a minute of fuzzing.
 //! - `fuzz`: fuzzes the peer frame decoder (installing cargo-fuzz first if missing).
 
 mod bench;
 mod build_ebpf;
+mod chaos;
 mod cmd;
 mod demo;
 mod fuzz;
+mod lab;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +32,25 @@ struct Cli {
 enum Task {
     /// The failover demo in the lab, on the embedded simulated group (needs root).
     Demo,
+    /// Run a failover scenario in the lab (or `all`) and print its timeline and
+    /// measurements; exits non-zero when an invariant fails (needs root).
+    Lab {
+        /// The scenario: all, primary-crash, switchover, partition-minority-primary,
+        /// secondary-loss, rejoin, agent-restart, mysqld-down, mysqld-hang, nic-flap,
+        /// vip-deleted, ipv6-switchover.
+        scenario: String,
+        /// One JSON object per run instead of the timeline.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run random fault schedules in the lab with the invariants checked (needs root);
+    /// run i uses seed SEED + i, and `--runs 1 --seed X` replays a failed run.
+    Chaos {
+        #[arg(long, default_value_t = 20)]
+        runs: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Run the benchmarks: the read VIP planner (64 read VIPs over 9 members), and resetting
     /// 1,000 and 10,000 connections by each path against `ss -K` (needs root).
     Bench,
@@ -52,6 +75,8 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Demo => demo::run(),
+        Task::Lab { scenario, json } => lab::run(&scenario, json),
+        Task::Chaos { runs, seed } => chaos::run(runs, seed),
         Task::Bench => bench::run(),
         Task::BuildEbpf => build_ebpf::run().map(|object| println!("{}", object.display())),
         Task::Test { cargo_test_args } => test::run(&cargo_test_args),

@@ -2,7 +2,8 @@
 //!
 //! Order matters: system packages first (the lab and tests use them), then the eBPF
 //! object (vip-agent embeds it, so nothing else builds without it), then formatting and
-//! lints, then every test of the default workspace members, then the fuzzer.
+//! lints, then every test of the default workspace members, then every failover
+//! scenario and a short chaos campaign, then the fuzzer.
 
 use crate::{build_ebpf, cmd, fuzz};
 use anyhow::{Context, Result, bail};
@@ -21,6 +22,10 @@ const APT_PACKAGES: &[&str] = &[
     "mariadb-client-core",
     "openssl",
 ];
+
+/// The short chaos campaign CI runs.
+const CHAOS_RUNS: u64 = 10;
+const CHAOS_SEED: u64 = 20261124;
 
 pub fn run(cargo_test_args: &[String]) -> Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -48,6 +53,12 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
             .args(["test", "--no-fail-fast"])
             .args(cargo_test_args),
     )?;
+    // Every failover scenario, as `cargo xtask lab all --json` runs it: fails when any
+    // run's `ok` is false.
+    crate::lab::run("all", true)?;
+    // A short chaos campaign (a fixed seed, so a failure replays; the README reports a
+    // long one).
+    crate::chaos::run(CHAOS_RUNS, CHAOS_SEED)?;
     // The peer port decodes bytes from anyone who can reach it: a minute of fuzzing.
     fuzz::run(60)
 }

@@ -28,6 +28,7 @@ mod host;
 mod mac;
 mod proc;
 mod sweep;
+mod watch;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,6 +42,7 @@ pub use frame::Kind;
 pub use host::{Host, NIC, Role};
 pub use mac::Mac;
 pub use proc::Proc;
+pub use watch::{AddrChange, AddrWatch};
 
 use cmd::ip;
 use proc::ProcTable;
@@ -118,6 +120,12 @@ impl Lab {
             .map(|m| m.name.clone())
             .collect();
         Capture::start(&self.bridge_ns, &ports)
+    }
+
+    /// Starts recording every address added to or removed from the hosts (from the
+    /// kernel's notifications), to time who held a VIP when.
+    pub fn watch_addrs(&self) -> Result<AddrWatch> {
+        AddrWatch::start(&self.hosts)
     }
 
     /// Splits the segment: machines in different groups cannot reach each other, while
