@@ -1,6 +1,7 @@
 //! Developer tasks for vip-agent, run as `cargo xtask <task>`.
 //!
-//! - `bench`: the benchmarks (the planner; resetting connections, as root).
+//! - `bench`: the benchmarks (the planner; as root: resetting connections, the XDP
+//!   guard's cost, an idle agent's footprint), summed up in target/bench/summary.md.
 //! - `build-ebpf`: installs what the eBPF build needs (idempotently) and builds the
 //!   programs for `bpfel-unknown-none`.
 //! - `demo`: the failover demo (the lab, the simulated group, one agent per host).
@@ -11,6 +12,7 @@
 //! - `fuzz`: fuzzes the peer frame decoder (installing cargo-fuzz first if missing).
 
 mod bench;
+mod bench_summary;
 mod build_ebpf;
 mod chaos;
 mod cmd;
@@ -52,7 +54,9 @@ enum Task {
         seed: u64,
     },
     /// Run the benchmarks: the read VIP planner (64 read VIPs over 9 members), and resetting
-    /// 1,000 and 10,000 connections by each path against `ss -K` (needs root).
+    /// 1,000 and 10,000 connections by each path against `ss -K`, the XDP guard's cost in
+    /// packets per second, an idle agent's memory and CPU against keepalived (needs root);
+    /// writes target/bench/summary.md.
     Bench,
     /// Build the eBPF programs (installing rust-src and bpf-linker first if missing).
     BuildEbpf,

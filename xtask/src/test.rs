@@ -35,7 +35,7 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
              `sudo -E cargo xtask test`"
         );
     }
-    install_packages()?;
+    install_packages(APT_PACKAGES)?;
     mount_bpffs()?;
     build_ebpf::run()?;
     let cargo = || {
@@ -70,12 +70,9 @@ fn installed(package: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
-fn install_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed(p))
-        .collect();
+/// Installs whichever of `packages` are missing (apt-get update first, then install).
+pub(crate) fn install_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
