@@ -114,6 +114,7 @@ impl Agent {
     pub async fn new(cfg: Config, config_path: PathBuf) -> Result<Agent> {
         let poller = mgr::Poller::new(mgr::MysqlTarget::from_config(&cfg.mysql)?);
         let datapath = Datapath::start(&cfg)?;
+        return_freed_memory();
         let addrs = Addrs::new().await.context("opening a netlink socket")?;
         let key = load_key(&cfg)?;
         let mut ticker = tokio::time::interval(cfg.mysql.poll_interval);
@@ -336,6 +337,17 @@ pub async fn release(cfg: &Config) -> Result<Vec<IpAddr>> {
     }
     crate::datapath::remove_pins(&cfg.instance)?;
     Ok(ours)
+}
+
+/// Loading the datapath parsed the kernel's BTF (several MB) and the eBPF object; that
+/// memory is freed, but glibc's allocator keeps freed pages resident unless asked to
+/// give them back. Asked once here, the idle agent's RSS drops by about half.
+fn return_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it only returns free heap to the OS.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Now, as RFC 3339 with milliseconds (UTC), for status and peer health.
