@@ -474,12 +474,7 @@ impl Cluster {
     /// reconnecting after a failover.
     pub async fn client_server_uuid(&self, addr: IpAddr, timeout: Duration) -> Result<String> {
         let ns = self.client().ns().to_owned();
-        let opts = mysql_async::OptsBuilder::default()
-            .ip_or_hostname(addr.to_string())
-            .tcp_port(MYSQL_PORT)
-            .user(Some(MYSQL_USER))
-            .pass(Some(MYSQL_PASSWORD))
-            .prefer_socket(false);
+        let opts = client_opts(addr);
         tokio::task::spawn_blocking(move || {
             crate::netns::run_in(&ns, move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -537,6 +532,16 @@ impl Drop for Cluster {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// How the lab's client logs in to a member through `addr`:3306.
+pub fn client_opts(addr: IpAddr) -> mysql_async::OptsBuilder {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname(addr.to_string())
+        .tcp_port(MYSQL_PORT)
+        .user(Some(MYSQL_USER))
+        .pass(Some(MYSQL_PASSWORD))
+        .prefer_socket(false)
 }
 
 /// One line of an agent's JSON log that carries an `event` field.

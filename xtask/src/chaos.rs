@@ -4,7 +4,7 @@
 //! `--runs 1 --seed <its seed>`.
 
 use crate::cmd;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use std::time::Instant;
 use vip_tests::chaos::Chaos;
 
@@ -14,11 +14,7 @@ pub fn run(runs: u64, seed: u64) -> Result<()> {
         bail!("chaos creates network namespaces and binds addresses: run it as root");
     }
     let agent_bin = cmd::agent_binary()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = cmd::runtime()?;
     runtime.block_on(async {
         let mut chaos = Chaos::new(&agent_bin);
         if !chaos.netem() {

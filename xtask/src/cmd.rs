@@ -93,3 +93,12 @@ pub fn agent_binary() -> Result<PathBuf> {
     )?;
     Ok(target_dir().join("debug/vip-agent"))
 }
+
+/// The runtime the lab tasks (demo, lab, chaos) drive the cluster from.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}

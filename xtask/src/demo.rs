@@ -4,11 +4,10 @@
 //! in milliseconds: the view change each agent saw, the address bound, the announcements
 //! sent, and the client's first new connection that reached the new primary.
 
-use crate::{build_ebpf, cmd};
-use anyhow::{Context, Result, bail};
+use crate::cmd;
+use anyhow::{Result, bail};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 use vip_tests::cluster::{Cluster, VipSettings};
 use vip_tests::lab::Capture;
@@ -24,18 +23,8 @@ pub fn run() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the demo creates network namespaces and binds addresses: run it as root");
     }
-    build_ebpf::run()?;
-    cmd::run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(cmd::workspace_root())
-            .args(["build", "--quiet", "--bin", "vip-agent"]),
-    )?;
-    let agent_bin = cmd::target_dir().join("debug/vip-agent");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let agent_bin = cmd::agent_binary()?;
+    let runtime = cmd::runtime()?;
     runtime.block_on(demo(agent_bin))
 }
 

@@ -20,11 +20,7 @@ pub fn run(name: &str, json: bool) -> Result<()> {
         ),
     };
     let agent_bin = cmd::agent_binary()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = cmd::runtime()?;
     let mut failed = Vec::new();
     for name in names {
         let reports = runtime

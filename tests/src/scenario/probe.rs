@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use mysql_async::prelude::Queryable;
 
-use crate::cluster::{MYSQL_PASSWORD, MYSQL_PORT, MYSQL_USER};
 use crate::lab::Host;
 
 /// One attempt's connect-and-query bound: a SYN to a host that dropped the VIP gets no
@@ -77,12 +76,7 @@ fn probe_loop(addr: IpAddr, reached: &Mutex<Vec<Reached>>, stop: &AtomicBool) {
     else {
         return;
     };
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname(addr.to_string())
-        .tcp_port(MYSQL_PORT)
-        .user(Some(MYSQL_USER))
-        .pass(Some(MYSQL_PASSWORD))
-        .prefer_socket(false);
+    let opts = crate::cluster::client_opts(addr);
     while !stop.load(Ordering::Relaxed) {
         let attempt = async {
             let mut conn = mysql_async::Conn::new(opts.clone()).await.ok()?;
