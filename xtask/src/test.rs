@@ -30,7 +30,7 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
              `sudo -E cargo xtask test`"
         );
     }
-    install_packages()?;
+    install_packages(APT_PACKAGES)?;
     mount_bpffs()?;
     build_ebpf::run()?;
     let cargo = || {
@@ -59,12 +59,9 @@ fn installed(package: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
-fn install_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed(p))
-        .collect();
+/// Installs whichever of `packages` is missing, with apt-get.
+pub(crate) fn install_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
