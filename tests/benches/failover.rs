@@ -50,6 +50,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(100);
 const SETTLE: Duration = Duration::from_secs(20);
 /// How long no announcement for the VIP may be seen before the next switchover.
 const QUIET: Duration = Duration::from_millis(1500);
+/// The switchover waits a random time below this after the conditions above.
+const PHASE_SPREAD: Duration = Duration::from_secs(KEEPALIVED_SCRIPT_INTERVAL as u64);
 /// How long the client that sends after the move waits for its error.
 const QUERY_BOUND: Duration = Duration::from_secs(5);
 /// keepalived's check script interval (see the README: the usual value in MGR guides
@@ -601,6 +603,10 @@ fn bench(
             last.is_none_or(|at| at.elapsed() >= QUIET)
         });
         assert!(quiet, "{}: announcements never stopped", method.name());
+        // A switchover comes at any moment of the managers' cycles: a fixed rhythm here
+        // would lock onto keepalived's (its checks every 2 s, GARPs again 5 s after
+        // MASTER) and time one phase only.
+        std::thread::sleep(rand::random_range(Duration::ZERO..PHASE_SPREAD));
         let next = (primary + 1) % HOSTS;
         let bound = (run < notice.0).then_some(notice.1);
         let r = switchover(&d, &capture, primary, next, bound);
