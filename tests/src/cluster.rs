@@ -174,6 +174,26 @@ impl Cluster {
         agent_bin: PathBuf,
         group: impl FnOnce(SimGroupBuilder) -> SimGroupBuilder,
     ) -> Result<Cluster> {
+        Cluster::start_with(hosts, settings, Some(agent_bin), group)
+    }
+
+    /// The same lab and group with no vip-agent at all, for what manages the VIP
+    /// instead (keepalived, a hook script) in the benchmarks that compare them.
+    /// `settings` only says which write VIP the holders are read for.
+    pub fn start_without_agents(
+        hosts: usize,
+        settings: VipSettings,
+        group: impl FnOnce(SimGroupBuilder) -> SimGroupBuilder,
+    ) -> Result<Cluster> {
+        Cluster::start_with(hosts, settings, None, group)
+    }
+
+    fn start_with(
+        hosts: usize,
+        settings: VipSettings,
+        agent_bin: Option<PathBuf>,
+        group: impl FnOnce(SimGroupBuilder) -> SimGroupBuilder,
+    ) -> Result<Cluster> {
         let lab = Lab::builder().hosts(hosts).clients(1).build()?;
         let mut builder = SimGroup::builder().user(MYSQL_USER, MYSQL_PASSWORD);
         for host in lab.hosts() {
@@ -191,12 +211,13 @@ impl Cluster {
             group,
             agents: Vec::new(),
             settings,
-            agent_bin,
+            agent_bin: agent_bin.clone().unwrap_or_default(),
             dir,
             lab,
         };
         cluster.write_key_file(PEER_KEY)?;
-        for i in 0..hosts {
+        let agents = if agent_bin.is_some() { hosts } else { 0 };
+        for i in 0..agents {
             cluster.set_agent_password(i, MYSQL_PASSWORD)?;
             let agent = cluster.spawn_agent(i)?;
             cluster.agents.push(Some(agent));

@@ -2,15 +2,23 @@
 //! the planner (`place` on 64 read VIPs x 9 members, vip-agent/benches/plan.rs), and
 //! resetting 1,000 and 10,000 connections by each path against `ss -K`
 //! (tests/benches/reset.rs, needs root), the XDP guard's cost in packets per second
-//! (tests/benches/guard.rs, root) and an idle agent's memory and CPU against keepalived
-//! (tests/benches/footprint.rs, root). Ends with `target/bench/summary.md`.
+//! (tests/benches/guard.rs, root), an idle agent's memory and CPU against keepalived
+//! (tests/benches/footprint.rs, root), and how fast the write VIP follows a planned
+//! switchover and clients notice, against keepalived and a hook script
+//! (tests/benches/failover.rs, root). Ends with `target/bench/summary.md`.
 
 use crate::{bench_summary, build_ebpf, cmd, test};
 use anyhow::{Context, Result};
 use std::process::{Command, Stdio};
 
-/// keepalived: the footprint bench's baseline.
-const APT_PACKAGES: &[&str] = &["keepalived"];
+/// The baselines: keepalived (footprint and failover) and `arping` for the failover
+/// bench's hook script, the `mariadb` client their role checks ask mysqld with, and `ip`.
+const APT_PACKAGES: &[&str] = &[
+    "keepalived",
+    "iputils-arping",
+    "mariadb-client-core",
+    "iproute2",
+];
 
 pub fn run() -> Result<()> {
     // vip-agent embeds the eBPF object, so nothing of it builds without the object.
@@ -53,6 +61,11 @@ pub fn run() -> Result<()> {
         Command::new(&cargo)
             .current_dir(cmd::workspace_root())
             .args(["bench", "-p", "vip-tests", "--bench", "footprint"]),
+    )?;
+    cmd::run(
+        Command::new(&cargo)
+            .current_dir(cmd::workspace_root())
+            .args(["bench", "-p", "vip-tests", "--bench", "failover"]),
     )?;
     bench_summary::write()
 }
