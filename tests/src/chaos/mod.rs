@@ -4,7 +4,8 @@
 //! Run `i` of a campaign with seed `S` draws its schedule from seed `S + i`
 //! ([`schedule::schedule`]): one to three faults (mysqld crash, switchover, partition
 //! and heal, agent kill -9 and restart, mysqld hang, NIC flap, and netem loss and delay
-//! when the kernel has sch_netem), each held for up to 3 s and then undone. Every run
+//! when the kernel has sch_netem), each held for up to 3 s (a crash at least 2.2 s, past
+//! the expel) and then undone. Every run
 //! starts from the same state (h1 primary, every member ONLINE, placement settled), so
 //! `--runs 1 --seed S+i` replays it.
 //!
@@ -123,7 +124,10 @@ impl Chaos {
         };
         let result = self.run_steps(&steps, &mut out).await;
         if let Err(e) = result {
-            out.failures.push(format!("{e:#}"));
+            // The first line: the logs that follow go to the file below.
+            let e = format!("{e:#}");
+            out.failures
+                .push(e.lines().next().unwrap_or_default().to_owned());
         }
         out.ok = out.failures.is_empty();
         out.took_ms = started.elapsed().as_millis() as u64;

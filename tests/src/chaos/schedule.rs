@@ -89,6 +89,9 @@ const MAX_STEPS: usize = 3;
 /// expel), so both short blips and real failovers are drawn.
 const MAX_HOLD_MS: u64 = 3000;
 const MAX_GAP_MS: u64 = 500;
+/// The group's UNREACHABLE and expel timeouts (1 s each, see the module above) and a
+/// margin.
+const CRASH_MIN_HOLD_MS: u64 = 2200;
 
 /// The schedule for `seed`, on a group of `hosts` members. `netem` says whether
 /// loss/delay faults can be drawn (the sch_netem qdisc exists).
@@ -112,9 +115,17 @@ pub fn schedule(seed: u64, hosts: usize, netem: bool) -> Vec<Step> {
                     delay_ms: rng.random_range(0..=200),
                 },
             };
+            // A crashed mysqld comes back only after the group expelled it: a real
+            // restart (recovery, plugin start) takes longer than the expel timeout, and
+            // the simulated group does not model an old primary's new incarnation
+            // rejoining before its old one was expelled.
+            let min_hold = match fault {
+                Fault::Crash(_) => CRASH_MIN_HOLD_MS,
+                _ => 0,
+            };
             Step {
                 fault,
-                hold: Duration::from_millis(rng.random_range(0..=MAX_HOLD_MS)),
+                hold: Duration::from_millis(rng.random_range(min_hold..=MAX_HOLD_MS)),
                 gap: Duration::from_millis(rng.random_range(0..=MAX_GAP_MS)),
             }
         })
@@ -142,6 +153,9 @@ mod tests {
                 assert!(s.fault.host() < 3);
                 assert!(!matches!(s.fault, Fault::Netem { .. }), "netem off");
                 assert!(s.hold <= Duration::from_millis(MAX_HOLD_MS));
+                if matches!(s.fault, Fault::Crash(_)) {
+                    assert!(s.hold >= Duration::from_millis(CRASH_MIN_HOLD_MS));
+                }
             }
         }
         // Every kind of fault is drawn somewhere.
