@@ -44,6 +44,10 @@ enum Task {
         /// One JSON object per run instead of the timeline.
         #[arg(long)]
         json: bool,
+        /// Run each scenario this many times, then print the median and p99 of its
+        /// times (on stderr).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        runs: u64,
     },
     /// Run random fault schedules in the lab with the invariants checked (needs root);
     /// run i uses seed SEED + i, and `--runs 1 --seed X` replays a failed run.
@@ -79,7 +83,11 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Demo => demo::run(),
-        Task::Lab { scenario, json } => lab::run(&scenario, json),
+        Task::Lab {
+            scenario,
+            json,
+            runs,
+        } => lab::run(&scenario, json, runs as usize),
         Task::Chaos { runs, seed } => chaos::run(runs, seed),
         Task::Bench => bench::run(),
         Task::BuildEbpf => build_ebpf::run().map(|object| println!("{}", object.display())),

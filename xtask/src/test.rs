@@ -55,7 +55,7 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
     )?;
     // Every failover scenario, as `cargo xtask lab all --json` runs it: fails when any
     // run's `ok` is false.
-    crate::lab::run("all", true)?;
+    crate::lab::run("all", true, 1)?;
     // A short chaos campaign (a fixed seed, so a failure replays; the README reports a
     // long one).
     crate::chaos::run(CHAOS_RUNS, CHAOS_SEED)?;

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-pub use report::Report;
+pub use report::{Report, summary};
 pub use run::announcing;
 use run::{Expect, Run, SETTLE};
 

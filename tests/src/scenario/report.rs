@@ -143,3 +143,37 @@ pub fn ms_between(a: Instant, b: Instant) -> f64 {
         -((a - b).as_secs_f64() * 1000.0)
     }
 }
+
+/// Median and p99 of each time over `reports`, per scenario: a markdown table.
+pub fn summary(reports: &[Report]) -> String {
+    let mut names: Vec<&str> = reports.iter().map(|r| r.scenario.as_str()).collect();
+    names.dedup();
+    let mut out = String::from(
+        "| scenario | runs | ok | reaction ms, median (p99) | move ms, median (p99) | \
+         reset ms, median (p99) | dual owner ms, max | stale conns, max |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for name in names {
+        let rs: Vec<&Report> = reports.iter().filter(|r| r.scenario == name).collect();
+        let stat = |f: fn(&Report) -> Option<f64>| {
+            let mut v: Vec<f64> = rs.iter().filter_map(|r| f(r)).collect();
+            if v.is_empty() {
+                return "-".to_owned();
+            }
+            v.sort_by(f64::total_cmp);
+            let at = |p: f64| v[(((v.len() - 1) as f64) * p).round() as usize];
+            format!("{:.1} ({:.1})", at(0.5), at(0.99))
+        };
+        out.push_str(&format!(
+            "| {name} | {} | {} | {} | {} | {} | {:.1} | {} |\n",
+            rs.len(),
+            rs.iter().filter(|r| r.ok).count(),
+            stat(|r| r.reaction_ms),
+            stat(|r| r.vip_move_ms),
+            stat(|r| r.reset_ms),
+            rs.iter().map(|r| r.dual_owner_ms).fold(0.0, f64::max),
+            rs.iter().map(|r| r.stale_conns).max().unwrap_or(0),
+        ));
+    }
+    out
+}
