@@ -3,7 +3,9 @@
 //! same run, samples alternating, for small UDP packets to a held VIP (the guard's fast
 //! path: it looks the VIP up, counts the packet and passes it) and to the host's own
 //! address (not a VIP: one missed lookup), in generic mode (what the agent picks on a
-//! veth, `guard::auto_mode`) and in native mode.
+//! veth, `guard::auto_mode`) and in native mode. A third variant attaches an empty XDP
+//! program (`return XDP_PASS`) the same way, so the table splits the guard's cost into
+//! the XDP hook's (empty vs baseline) and the guard's own logic (guard vs empty).
 //!
 //! The pair is a direct cable from a client namespace to a lab host (`gb1` -> `gb0`), not
 //! the lab bridge, so the sender's cost stays small: it writes one prebuilt 60-byte frame
@@ -23,6 +25,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,8 +33,9 @@ use std::time::{Duration, Instant};
 
 use aya::Ebpf;
 use aya::maps::{HashMap, MapData, PerCpuHashMap};
-use aya::programs::XdpMode;
 use aya::programs::links::FdLink;
+use aya::programs::{Xdp, XdpMode};
+use aya_obj::programs::XdpAttachType;
 use vip_agent::datapath::vip_table::{self, Role};
 use vip_agent::datapath::{self, guard};
 use vip_ebpf_common::{DstKey, GuardCounters, VipState};
@@ -73,10 +77,20 @@ fn mode_name(mode: XdpMode) -> &'static str {
     }
 }
 
-/// The lab host with the bench cable, and the loaded guard (attached per sample).
+/// What is attached to the host's end of the cable during a sample.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Variant {
+    Baseline,
+    Empty,
+    Guard,
+}
+
+/// The lab host with the bench cable, the loaded guard and the empty program (attached
+/// per sample).
 struct Bench {
     lab: Lab,
     ebpf: Option<Ebpf>,
+    empty: Option<Xdp>,
     rps: bool,
 }
 
@@ -121,9 +135,11 @@ impl Bench {
         let held = vip_table::held(Role::Write, vip_table::monotonic_ns());
         vips.insert(vip_table::vip_key(IpAddr::V4(VIP)), held, 0)
             .unwrap();
+        let empty = load_empty_xdp().expect("loading the empty XDP program");
         Bench {
             lab,
             ebpf: Some(ebpf),
+            empty: Some(empty),
             rps,
         }
     }
@@ -145,6 +161,57 @@ impl Bench {
             .unwrap();
         self.ebpf = Some(ebpf);
         link
+    }
+
+    /// Attaches the empty program as the guard is (aya, bpf_link, same mode); dropping the
+    /// link detaches it.
+    fn attach_empty(&mut self, mode: XdpMode) -> anyhow::Result<FdLink> {
+        let empty = self.empty.take().expect("the empty program");
+        let (empty, link) = self
+            .host()
+            .run_in(move || {
+                let mut empty = empty;
+                let link = empty
+                    .attach(HOST_IF, mode)
+                    .and_then(|id| empty.take_link(id))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|link| {
+                        FdLink::try_from(link)
+                            .map_err(|_| anyhow::anyhow!("no bpf_link for XDP on {HOST_IF}"))
+                    });
+                (empty, link)
+            })
+            .unwrap();
+        self.empty = Some(empty);
+        link
+    }
+
+    /// One sample with `variant` attached in `mode` (detached after); an error if the
+    /// attachment is refused.
+    fn measure(
+        &mut self,
+        variant: Variant,
+        mode: XdpMode,
+        dest: Dest,
+        window: Duration,
+    ) -> anyhow::Result<(f64, f64)> {
+        let link = match variant {
+            Variant::Baseline => None,
+            Variant::Empty => Some(self.attach_empty(mode)?),
+            Variant::Guard => Some(self.attach(mode)?),
+        };
+        let before = self.vip_packets();
+        let sample = self.sample(dest, window);
+        let seen = self.vip_packets() - before;
+        match (variant, dest) {
+            (Variant::Guard, Dest::HeldVip) => {
+                assert!(seen > 0, "the guard saw no packet to the VIP")
+            }
+            (Variant::Guard, Dest::NotVip) => assert_eq!(seen, 0, "the guard counted a non-VIP"),
+            _ => assert_eq!(seen, 0, "the guard counted packets while detached"),
+        }
+        drop(link);
+        Ok(sample)
     }
 
     fn vip_packets(&self) -> u64 {
@@ -213,6 +280,120 @@ impl Bench {
         let secs = (t1 - t0).as_secs_f64();
         ((s1 - s0) as f64 / secs, (r1 - r0) as f64 / secs)
     }
+}
+
+/// A bpffs pin of ours, removed on drop (also when the bench fails).
+struct Pin(PathBuf);
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `bpf(2)` on an attribute struct of ours (the kernel zero-fills the rest of `bpf_attr`).
+fn bpf<T>(cmd: libc::c_int, attr: &T) -> std::io::Result<libc::c_long> {
+    // SAFETY: attr is a valid, initialised prefix of bpf_attr for `cmd`, of the size given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            (attr as *const T).cast::<libc::c_void>(),
+            std::mem::size_of::<T>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+/// An XDP program that only returns XDP_PASS, loaded with `bpf(BPF_PROG_LOAD)` (not in the
+/// shipped object), handed to aya through a short-lived pin so it attaches exactly as the
+/// guard does.
+fn load_empty_xdp() -> anyhow::Result<Xdp> {
+    const BPF_PROG_LOAD: libc::c_int = 5;
+    const BPF_OBJ_PIN: libc::c_int = 6;
+    const BPF_PROG_TYPE_XDP: u32 = 6;
+    #[repr(C)]
+    struct Insn {
+        code: u8,
+        regs: u8,
+        off: i16,
+        imm: i32,
+    }
+    #[repr(C)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+    }
+    #[repr(C)]
+    struct ObjPin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let insns = [
+        // r0 = XDP_PASS (BPF_ALU64 | BPF_MOV | BPF_K)
+        Insn {
+            code: 0xb7,
+            regs: 0,
+            off: 0,
+            imm: 2,
+        },
+        // exit (BPF_JMP | BPF_EXIT)
+        Insn {
+            code: 0x95,
+            regs: 0,
+            off: 0,
+            imm: 0,
+        },
+    ];
+    let license = c"GPL";
+    let mut prog_name = [0u8; 16];
+    prog_name[..15].copy_from_slice(b"vip_bench_empty");
+    let fd = bpf(
+        BPF_PROG_LOAD,
+        &ProgLoad {
+            prog_type: BPF_PROG_TYPE_XDP,
+            insn_cnt: insns.len() as u32,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level: 0,
+            log_size: 0,
+            log_buf: 0,
+            kern_version: 0,
+            prog_flags: 0,
+            prog_name,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("BPF_PROG_LOAD of the empty XDP program: {e}"))?;
+    // SAFETY: the kernel just returned this fd to us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let pin = Pin(PathBuf::from(format!(
+        "/sys/fs/bpf/vip-bench-empty-xdp-{}",
+        std::process::id()
+    )));
+    let path = std::ffi::CString::new(pin.0.as_os_str().as_encoded_bytes())?;
+    bpf(
+        BPF_OBJ_PIN,
+        &ObjPin {
+            pathname: path.as_ptr() as u64,
+            bpf_fd: fd.as_raw_fd() as u32,
+            file_flags: 0,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("pinning the empty XDP program at {:?}: {e}", pin.0))?;
+    // aya opens its own fd on the pin; ours and the pin go when this returns.
+    Ok(Xdp::from_pin(&pin.0, XdpAttachType::Interface)?)
 }
 
 /// A raw AF_PACKET socket bound to the client's end of the cable, writing frames straight
@@ -345,28 +526,29 @@ fn main() {
     let mut rows = Vec::new();
     for mode in [XdpMode::Skb, XdpMode::Driver] {
         for dest in [Dest::HeldVip, Dest::NotVip] {
-            let (mut base, mut with, mut offered) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut base, mut empty, mut with, mut offered) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let mut attach_error = None;
-            for _ in 0..pairs {
-                let (o, r) = bench.sample(dest, window);
-                base.push(r);
-                offered.push(o);
-                let link = match bench.attach(mode) {
-                    Ok(link) => link,
-                    Err(e) => {
-                        attach_error = Some(format!("{e:#}"));
-                        break;
+            'pairs: for pair in 0..pairs {
+                // A rotating order, so no variant always follows the same one.
+                let mut order = [Variant::Baseline, Variant::Empty, Variant::Guard];
+                order.rotate_left(pair % 3);
+                for variant in order {
+                    match bench.measure(variant, mode, dest, window) {
+                        Ok((o, r)) => match variant {
+                            Variant::Baseline => {
+                                base.push(r);
+                                offered.push(o);
+                            }
+                            Variant::Empty => empty.push(r),
+                            Variant::Guard => with.push(r),
+                        },
+                        Err(e) => {
+                            attach_error = Some(format!("{e:#}"));
+                            break 'pairs;
+                        }
                     }
-                };
-                let before = bench.vip_packets();
-                let (_, r) = bench.sample(dest, window);
-                let seen = bench.vip_packets() - before;
-                match dest {
-                    Dest::HeldVip => assert!(seen > 0, "the guard saw no packet to the VIP"),
-                    Dest::NotVip => assert_eq!(seen, 0, "the guard counted a non-VIP"),
                 }
-                drop(link);
-                with.push(r);
             }
             if let Some(e) = attach_error {
                 eprintln!("guard bench: {} mode not available: {e}", mode_name(mode));
@@ -375,9 +557,16 @@ fn main() {
                 }));
                 continue;
             }
-            let (base, with, offered) = (sorted(base), sorted(with), sorted(offered));
-            let (b, w) = (percentile(&base, 0.5), percentile(&with, 0.5));
+            let (base, empty, with, offered) =
+                (sorted(base), sorted(empty), sorted(with), sorted(offered));
+            let (b, e, w) = (
+                percentile(&base, 0.5),
+                percentile(&empty, 0.5),
+                percentile(&with, 0.5),
+            );
             let kpps = |x: f64| (x / 1000.0).round();
+            let ratio = |x: f64| (x / b * 1000.0).round() / 1000.0;
+            let added = |x: f64, than: f64| ((1e9 / x - 1e9 / than) * 10.0).round() / 10.0;
             rows.push(serde_json::json!({
                 "mode": mode_name(mode),
                 "destination": dest.name(),
@@ -386,22 +575,29 @@ fn main() {
                 "offered_kpps_median": kpps(percentile(&offered, 0.5)),
                 "baseline_kpps_median": kpps(b),
                 "baseline_kpps_p1": kpps(percentile(&base, 0.01)),
+                "empty_kpps_median": kpps(e),
+                "empty_kpps_p1": kpps(percentile(&empty, 0.01)),
                 "guard_kpps_median": kpps(w),
                 "guard_kpps_p1": kpps(percentile(&with, 0.01)),
-                "ratio": (w / b * 1000.0).round() / 1000.0,
-                "added_ns_per_packet": ((1e9 / w - 1e9 / b) * 10.0).round() / 10.0,
+                "empty_ratio": ratio(e),
+                "ratio": ratio(w),
+                "empty_added_ns_per_packet": added(e, b),
+                "added_ns_per_packet": added(w, b),
+                "guard_logic_ns_per_packet": added(w, e),
                 "receiver_cpu": if bench.rps { "second CPU (RPS)" } else { "sender's CPU" },
             }));
         }
     }
     let mut md = String::from(
-        "| XDP mode | destination | baseline kpps (p1) | with guard kpps (p1) | ratio | ns/packet added | offered kpps |\n\
-         |---|---|---:|---:|---:|---:|---:|\n",
+        "| XDP mode | destination | baseline kpps (p1) | empty XDP kpps (p1) | guard kpps (p1) \
+         | empty / baseline | guard / baseline | ns/packet added: empty | guard | guard - empty \
+         | offered kpps |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in &rows {
         if let Some(e) = r.get("error") {
             md.push_str(&format!(
-                "| {} | {} | not available: {} | | | | |\n",
+                "| {} | {} | not available: {} | | | | | | | | |\n",
                 r["mode"].as_str().unwrap(),
                 r["destination"].as_str().unwrap(),
                 e.as_str().unwrap()
@@ -409,21 +605,29 @@ fn main() {
             continue;
         }
         md.push_str(&format!(
-            "| {} | {} | {} ({}) | {} ({}) | {:.1}% | {} | {} |\n",
+            "| {} | {} | {} ({}) | {} ({}) | {} ({}) | {:.1}% | {:.1}% | {} | {} | {} | {} |\n",
             r["mode"].as_str().unwrap(),
             r["destination"].as_str().unwrap(),
             r["baseline_kpps_median"],
             r["baseline_kpps_p1"],
+            r["empty_kpps_median"],
+            r["empty_kpps_p1"],
             r["guard_kpps_median"],
             r["guard_kpps_p1"],
+            r["empty_ratio"].as_f64().unwrap() * 100.0,
             r["ratio"].as_f64().unwrap() * 100.0,
+            r["empty_added_ns_per_packet"],
             r["added_ns_per_packet"],
+            r["guard_logic_ns_per_packet"],
             r["offered_kpps_median"],
         ));
     }
     md.push_str(&format!(
-        "\nMedians of {pairs} alternating samples of {} ms each; p1 = the slowest sample. \
-         60-byte UDP frames over a veth pair, receive path on {}. Goal: ratio >= 97%.\n",
+        "\nMedians of {pairs} interleaved samples (baseline, empty XDP, guard, in rotating order) of {} ms each; \
+         p1 = the slowest sample. 60-byte UDP frames over a veth pair, receive path on {}. \
+         Empty XDP = a program that only returns XDP_PASS, attached like the guard: its cost \
+         is the XDP hook's; guard - empty is the guard's own logic. \
+         Goal: guard / baseline >= 97%.\n",
         window.as_millis(),
         if bench.rps {
             "the second CPU (RPS), sender pinned to the first"
