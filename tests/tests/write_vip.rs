@@ -165,6 +165,56 @@ async fn primary_cut_off_into_the_minority_releases_while_the_majority_takes_ove
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_waiting_for_a_release_still_lets_go_when_cut_off() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    // Found by `cargo xtask chaos` (seed 1083): h1's agent restarts while h2's is down, so
+    // it waits up to switchover_timeout (3 s) for h2 to confirm it holds no write VIP.
+    // h1 is cut off meanwhile. It must see its lost quorum and let go within a poll or
+    // two of the group noticing, not after the wait: the majority elects a new primary
+    // after the expel, and that one binds.
+    let mut cluster = start(v4());
+    cluster.wait_sole_holder(0, SETTLE).unwrap();
+    cluster.agents[1].take().unwrap().proc.kill().unwrap();
+    cluster.agents[0].take().unwrap().proc.kill().unwrap();
+    let since = std::time::SystemTime::now();
+    cluster.restart_agent(0).unwrap();
+    // In the wait: its first call to h2 failed (nothing listens there).
+    assert!(
+        wait_for(SETTLE, || cluster
+            .events(0)
+            .iter()
+            .any(|e| e.at >= since && e.event == "peer_failed")),
+        "h1's restarted agent never called h2\n{}",
+        cluster.logs()
+    );
+    let restarted = std::time::Instant::now();
+    let (h1, h2, h3) = (cluster.host(0), cluster.host(1), cluster.host(2));
+    cluster.lab.partition(&[&[h1], &[h2, h3]]).unwrap();
+    cluster.group.partition(&[&[0], &[1, 2]]).unwrap();
+    // UNREACHABLE after 300 ms, then a 100 ms poll: well inside the 3 s wait.
+    let s = &cluster.settings;
+    assert!(s.switchover_timeout_ms >= 3000);
+    let bound = Duration::from_millis(300 + 4 * s.poll_interval_ms + 500);
+    assert!(bound < Duration::from_millis(s.switchover_timeout_ms));
+    assert!(
+        wait_for(bound, || !cluster.holds_vip(0)),
+        "h1 still holds the write VIP {:?} after it was cut off, still waiting for h2\n{}",
+        restarted.elapsed(),
+        cluster.logs()
+    );
+    assert!(
+        cluster
+            .events(0)
+            .iter()
+            .any(|e| e.event == "write_release_aborted"),
+        "h1 did not say it stopped waiting\n{}",
+        cluster.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysqld_down_or_hung_releases_the_vip() {
     if !vip_tests::privileged() {
         return;

@@ -57,7 +57,10 @@ impl Agent {
         let claims = self.collect_holdings(me, &others).await?;
         if !self.coord.write_cleared {
             let started = Instant::now();
-            self.clear_write(&others, &claims).await;
+            if !self.clear_write(&others, &claims).await {
+                // This node's own view changed while it waited: the next step acts on it.
+                return Ok(());
+            }
             // The wait may have outlived the view it started from: read it again, and
             // bind nothing if this node is no longer the primary.
             if started.elapsed() >= self.cfg.mysql.poll_interval {
@@ -164,14 +167,18 @@ impl Agent {
 
     /// Before binding the write VIP as a new primary: every other ONLINE agent that holds
     /// it, or cannot say, must confirm it released it. At most `switchover_timeout`.
+    ///
+    /// The local view is still polled meanwhile: a primary that loses its quorum while
+    /// it waits must let its VIPs go before the majority elects another primary, so the
+    /// wait ends at once when the view stops saying PRIMARY (false: not cleared).
     async fn clear_write(
         &mut self,
         others: &[Peer],
         claims: &BTreeMap<String, Option<BTreeSet<IpAddr>>>,
-    ) {
+    ) -> bool {
         let Some(write) = self.cfg.vip.write_vip else {
             self.coord.write_cleared = true;
-            return;
+            return true;
         };
         let suspects: Vec<&Peer> = others
             .iter()
@@ -201,7 +208,33 @@ impl Agent {
                 Err(last)
             }
         });
-        let results = join_all(waits).await;
+        let waits = join_all(waits);
+        tokio::pin!(waits);
+        let mut poll = tokio::time::interval(self.cfg.mysql.poll_interval);
+        // The first tick is immediate; the view was read just before this wait.
+        poll.tick().await;
+        let results = loop {
+            tokio::select! {
+                results = &mut waits => break results,
+                _ = poll.tick() => {
+                    let now = self.poller.poll().await;
+                    self.observe(&now);
+                    let still = matches!(now, NodeStatus::Primary { .. });
+                    if !still {
+                        warn!(
+                            event = "write_release_aborted",
+                            vip = %write,
+                            "stopped waiting for the other agents to release the write VIP \
+                             {write}: this node's view changed to {now}"
+                        );
+                    }
+                    self.status = Some(now);
+                    if !still {
+                        return false;
+                    }
+                }
+            }
+        };
         for (peer, result) in suspects.iter().zip(results) {
             match result {
                 Ok(()) => info!(
@@ -225,6 +258,7 @@ impl Agent {
             }
         }
         self.coord.write_cleared = true;
+        true
     }
 
     /// Pushes the placement to the members that still need it (after a change, a
