@@ -563,14 +563,12 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 fn median_p99(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
-    (percentile(&v, 0.5), percentile(&v, 0.99))
+    (
+        vip_tests::bench::percentile(&v, 0.5),
+        vip_tests::bench::percentile(&v, 0.99),
+    )
 }
 
 fn round1(x: f64) -> f64 {
@@ -653,15 +651,8 @@ fn main() {
     let (md, json) = report(&results, bound);
     println!("{md}");
     if full {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("failover.json"),
-            serde_json::to_string_pretty(&json).unwrap(),
-        )
-        .unwrap();
-        std::fs::write(dir.join("failover.md"), &md).unwrap();
-        println!("written to {}", dir.display());
+        vip_tests::bench::write("failover", &serde_json::json!(json), &md)
+            .expect("writing the results");
     }
     rt.shutdown_background();
 }

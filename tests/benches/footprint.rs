@@ -108,11 +108,6 @@ fn cpu_windows(subjects: &[Subject], window: Duration, windows: usize) -> Vec<Ve
     out
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 /// Measures the subjects and appends one row each.
 fn measure(
     case: &str,
@@ -137,8 +132,8 @@ fn measure(
             "processes": s.pids.len(),
             "rss_mb": mb(rss),
             "hwm_mb": mb(hwm),
-            "cpu_pct_median": pct(percentile(&cpu, 0.5)),
-            "cpu_pct_p99": pct(percentile(&cpu, 0.99)),
+            "cpu_pct_median": pct(vip_tests::bench::percentile(&cpu, 0.5)),
+            "cpu_pct_p99": pct(vip_tests::bench::percentile(&cpu, 0.99)),
             "windows": windows,
             "window_s": window.as_secs_f64(),
         }));
@@ -259,25 +254,20 @@ fn main() {
         eprintln!("footprint bench: keepalived not installed; no baseline");
     }
 
-    let agent_name = |role: &str| {
-        format!(
-            "vip-agent {} ({role})",
-            if release { "release" } else { "DEBUG build" }
-        )
+    // The agents of h1 (the primary) and h2 (a secondary).
+    let primary_and_secondary = |c: &Cluster| {
+        ["primary", "secondary"].map(|role| Subject {
+            name: format!(
+                "vip-agent {} ({role})",
+                if release { "release" } else { "DEBUG build" }
+            ),
+            pids: vec![agent_pid(c, usize::from(role == "secondary"))],
+        })
     };
     {
         let c = group_of(3, Vec::new(), "fpa", &bin);
         c.wait_sole_holder(0, SETTLE).expect("the write VIP on h1");
-        let subjects = [
-            Subject {
-                name: agent_name("primary"),
-                pids: vec![agent_pid(&c, 0)],
-            },
-            Subject {
-                name: agent_name("secondary"),
-                pids: vec![agent_pid(&c, 1)],
-            },
-        ];
+        let subjects = primary_and_secondary(&c);
         measure(
             "3 members, write VIP",
             &subjects,
@@ -292,16 +282,7 @@ fn main() {
             c.holders() == [0] && c.read_placement().iter().all(|(_, h)| h.len() == 1)
         })
         .expect("the placement settles");
-        let subjects = [
-            Subject {
-                name: agent_name("primary"),
-                pids: vec![agent_pid(&c, 0)],
-            },
-            Subject {
-                name: agent_name("secondary"),
-                pids: vec![agent_pid(&c, 1)],
-            },
-        ];
+        let subjects = primary_and_secondary(&c);
         measure(
             "9 members, 64 read VIPs",
             &subjects,
@@ -344,14 +325,7 @@ fn main() {
     ));
     println!("{md}");
     if full {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("footprint.json"),
-            serde_json::to_string_pretty(&rows).unwrap(),
-        )
-        .unwrap();
-        std::fs::write(dir.join("footprint.md"), &md).unwrap();
-        println!("written to {}", dir.display());
+        vip_tests::bench::write("footprint", &serde_json::json!(rows), &md)
+            .expect("writing the results");
     }
 }

@@ -501,11 +501,6 @@ fn udp_frame(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
     f
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(f64::total_cmp);
     v
@@ -560,9 +555,9 @@ fn main() {
             let (base, empty, with, offered) =
                 (sorted(base), sorted(empty), sorted(with), sorted(offered));
             let (b, e, w) = (
-                percentile(&base, 0.5),
-                percentile(&empty, 0.5),
-                percentile(&with, 0.5),
+                vip_tests::bench::percentile(&base, 0.5),
+                vip_tests::bench::percentile(&empty, 0.5),
+                vip_tests::bench::percentile(&with, 0.5),
             );
             let kpps = |x: f64| (x / 1000.0).round();
             let ratio = |x: f64| (x / b * 1000.0).round() / 1000.0;
@@ -572,13 +567,13 @@ fn main() {
                 "destination": dest.name(),
                 "samples": pairs,
                 "window_ms": window.as_millis() as u64,
-                "offered_kpps_median": kpps(percentile(&offered, 0.5)),
+                "offered_kpps_median": kpps(vip_tests::bench::percentile(&offered, 0.5)),
                 "baseline_kpps_median": kpps(b),
-                "baseline_kpps_p1": kpps(percentile(&base, 0.01)),
+                "baseline_kpps_p1": kpps(vip_tests::bench::percentile(&base, 0.01)),
                 "empty_kpps_median": kpps(e),
-                "empty_kpps_p1": kpps(percentile(&empty, 0.01)),
+                "empty_kpps_p1": kpps(vip_tests::bench::percentile(&empty, 0.01)),
                 "guard_kpps_median": kpps(w),
-                "guard_kpps_p1": kpps(percentile(&with, 0.01)),
+                "guard_kpps_p1": kpps(vip_tests::bench::percentile(&with, 0.01)),
                 "empty_ratio": ratio(e),
                 "ratio": ratio(w),
                 "empty_added_ns_per_packet": added(e, b),
@@ -637,14 +632,7 @@ fn main() {
     ));
     println!("{md}");
     if full {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("guard.json"),
-            serde_json::to_string_pretty(&rows).unwrap(),
-        )
-        .unwrap();
-        std::fs::write(dir.join("guard.md"), &md).unwrap();
-        println!("written to {}", dir.display());
+        vip_tests::bench::write("guard", &serde_json::json!(rows), &md)
+            .expect("writing the results");
     }
 }

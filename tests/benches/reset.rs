@@ -161,11 +161,6 @@ fn raise_nofile(want: libc::rlim_t) {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 fn main() {
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("reset bench: needs root (network namespaces, eBPF); skipped");
@@ -194,7 +189,10 @@ fn main() {
                 ms.push(took.as_secs_f64() * 1000.0);
             }
             ms.sort_by(f64::total_cmp);
-            let (median, p99) = (percentile(&ms, 0.5), percentile(&ms, 0.99));
+            let (median, p99) = (
+                vip_tests::bench::percentile(&ms, 0.5),
+                vip_tests::bench::percentile(&ms, 0.99),
+            );
             medians.push(median);
             rows.push(serde_json::json!({
                 "connections": n,
@@ -221,14 +219,7 @@ fn main() {
     }
     println!("{md}");
     if full {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("reset.json"),
-            serde_json::to_string_pretty(&rows).unwrap(),
-        )
-        .unwrap();
-        std::fs::write(dir.join("reset.md"), &md).unwrap();
-        println!("written to {}", dir.display());
+        vip_tests::bench::write("reset", &serde_json::json!(rows), &md)
+            .expect("writing the results");
     }
 }

@@ -9,6 +9,7 @@
 //! - [`scratch`]: temp directories removed on drop.
 //! - [`cluster`]: the lab, the group and one vip-agent per host together, as the
 //!   end-to-end tests and `cargo xtask demo` use them.
+//! - [`bench`]: what the privileged benches share (percentiles, their output files).
 //! - [`chaos`]: random fault schedules with the invariants checked (`cargo xtask chaos`).
 //! - [`scenario`]: the failover scenarios of `cargo xtask lab`, measured from outside.
 //! - [`mariadb`]: a private, real MariaDB server (a child process) for the tests of the
@@ -16,6 +17,7 @@
 //!
 //! Nothing here ships inside the agent.
 
+pub mod bench;
 pub mod chaos;
 pub mod cluster;
 pub mod lab;
