@@ -82,7 +82,7 @@ pub fn nightly_cmd(program: &str) -> Command {
 /// The vip-agent binary the lab runs: `$VIP_AGENT_BIN` as is (e.g. a copy that a long
 /// campaign keeps using while the tree is rebuilt), else the debug build, built now.
 pub fn agent_binary() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("VIP_AGENT_BIN") {
+    if let Some(bin) = std::env::var_os("VIP_AGENT_BIN").filter(|b| !b.is_empty()) {
         return Ok(bin.into());
     }
     crate::build_ebpf::run()?;

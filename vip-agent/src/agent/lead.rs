@@ -180,16 +180,35 @@ impl Agent {
             self.coord.write_cleared = true;
             return true;
         };
-        let suspects: Vec<&Peer> = others
+        let mut suspects: Vec<&Peer> = others
             .iter()
             .filter(|p| match claims.get(&p.uuid) {
                 Some(Some(held)) => held.contains(&write),
                 _ => true,
             })
             .collect();
-        let deadline = Instant::now() + self.cfg.peer.switchover_timeout;
+        // The previous primary, gone from the view (it left the group cleanly, or was
+        // expelled): its agent may not have seen that yet. It gets one peer timeout, not
+        // the whole switchover timeout: after a crash its host may be down altogether.
+        let departed = self.coord.last_primary.take().filter(|p| {
+            self.status.as_ref().and_then(|s| s.me()) != Some(p.uuid.as_str())
+                && !others.iter().any(|o| o.uuid == p.uuid)
+        });
+        if let Some(p) = &departed {
+            suspects.push(p);
+        }
+        let now = Instant::now();
+        let (deadline, departed_deadline) = (
+            now + self.cfg.peer.switchover_timeout,
+            now + self.cfg.peer.timeout.min(self.cfg.peer.switchover_timeout),
+        );
         let waits = suspects.iter().map(|p| {
             let caller = self.caller();
+            let deadline = if departed.as_ref().is_some_and(|d| d.uuid == p.uuid) {
+                departed_deadline
+            } else {
+                deadline
+            };
             async move {
                 let mut last = String::from("no answer");
                 while Instant::now() < deadline {

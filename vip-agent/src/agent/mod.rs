@@ -100,6 +100,10 @@ struct Coord {
     /// As primary: no other agent holds the write VIP any more (or the wait timed out),
     /// so binding it cannot make two owners.
     write_cleared: bool,
+    /// The primary of the last SECONDARY view: the agent that held the write VIP as far
+    /// as this one knows. A primary that left the group cleanly is no longer in the new
+    /// view, yet its agent may still hold the write VIP until its next poll.
+    last_primary: Option<lead::Peer>,
 }
 
 /// What reaches the loop from outside.
@@ -244,6 +248,18 @@ impl Agent {
                 return;
             }
         } else {
+            if let Some(primary) = status.primary()
+                && let Some(m) = status
+                    .members()
+                    .into_iter()
+                    .flatten()
+                    .find(|m| m.uuid == primary)
+            {
+                self.coord.last_primary = Some(lead::Peer {
+                    uuid: m.uuid.clone(),
+                    host: m.host.clone(),
+                });
+            }
             // Leadership bookkeeping starts over if this node becomes primary again.
             self.coord.planned_for = None;
             self.coord.pending_push.clear();
