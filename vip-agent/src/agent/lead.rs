@@ -187,9 +187,9 @@ impl Agent {
                 _ => true,
             })
             .collect();
-        // The previous primary, gone from the view (it left the group cleanly, or was
-        // expelled): its agent may not have seen that yet. It gets one peer timeout, not
-        // the whole switchover timeout: after a crash its host may be down altogether.
+        // The previous primary, gone from the view straight from ONLINE (it left the
+        // group cleanly): its agent may not have seen that yet. It gets one peer timeout,
+        // not the whole switchover timeout, in case its host went down with it.
         let departed = self.coord.last_primary.take().filter(|p| {
             self.status.as_ref().and_then(|s| s.me()) != Some(p.uuid.as_str())
                 && !others.iter().any(|o| o.uuid == p.uuid)

@@ -248,18 +248,7 @@ impl Agent {
                 return;
             }
         } else {
-            if let Some(primary) = status.primary()
-                && let Some(m) = status
-                    .members()
-                    .into_iter()
-                    .flatten()
-                    .find(|m| m.uuid == primary)
-            {
-                self.coord.last_primary = Some(lead::Peer {
-                    uuid: m.uuid.clone(),
-                    host: m.host.clone(),
-                });
-            }
+            self.note_primary(&status);
             // Leadership bookkeeping starts over if this node becomes primary again.
             self.coord.planned_for = None;
             self.coord.pending_push.clear();
@@ -315,6 +304,27 @@ impl Agent {
             _ => warn!(event = "view", status = %text, "view changed: {text}"),
         }
         self.last_status = Some(text);
+    }
+
+    /// Remembers the ONLINE primary of a SECONDARY view. A primary seen UNREACHABLE is
+    /// forgotten: the group expels it only after its own view has shown it the lost
+    /// majority (and its agent released), so a new primary need not wait for it. One
+    /// that disappears straight from ONLINE left cleanly, and its agent may not know yet.
+    fn note_primary(&mut self, status: &NodeStatus) {
+        let Some(members) = status.members() else {
+            return;
+        };
+        let primary = members
+            .iter()
+            .find(|m| m.role == Some(crate::mgr::MemberRole::Primary));
+        self.coord.last_primary = match primary {
+            Some(m) if m.state == crate::mgr::MemberState::Online => Some(lead::Peer {
+                uuid: m.uuid.clone(),
+                host: m.host.clone(),
+            }),
+            Some(_) => None,
+            None => self.coord.last_primary.take(),
+        };
     }
 
     fn count_refusal(&mut self, kind: &str) {
