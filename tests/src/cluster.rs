@@ -463,6 +463,26 @@ impl Cluster {
         )
     }
 
+    /// What is wrong with the running agents: one that exited, or one whose log shows
+    /// a panic. Empty when all is well.
+    pub fn agent_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (i, agent) in self.agents.iter().enumerate() {
+            let Some(agent) = agent else { continue };
+            let name = self.host(i).name();
+            if let Ok(Some(status)) = agent.proc.try_wait() {
+                problems.push(format!("the agent on {name} exited: {status}"));
+            }
+            if fs::read_to_string(&agent.log)
+                .unwrap_or_default()
+                .contains("panicked at")
+            {
+                problems.push(format!("the agent on {name} panicked (see its log)"));
+            }
+        }
+        problems
+    }
+
     /// Every agent's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();

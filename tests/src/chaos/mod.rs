@@ -324,21 +324,10 @@ fn check(c: &Cluster, watch: &AddrWatch, t0: Instant, held: &mut Held, out: &mut
         }
     }
     for (i, agent) in c.agents.iter().enumerate() {
-        let Some(agent) = agent else {
+        if agent.is_none() {
             out.failures
                 .push(format!("the agent on h{} is not running", i + 1));
-            continue;
-        };
-        if let Ok(Some(status)) = agent.proc.try_wait() {
-            out.failures
-                .push(format!("the agent on h{} exited: {status}", i + 1));
-        }
-        if std::fs::read_to_string(&agent.log)
-            .unwrap_or_default()
-            .contains("panicked at")
-        {
-            out.failures
-                .push(format!("the agent on h{} panicked (see its log)", i + 1));
         }
     }
+    out.failures.extend(c.agent_problems());
 }

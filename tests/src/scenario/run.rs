@@ -70,18 +70,7 @@ impl Run {
         vip: IpAddr,
         agent_bin: &Path,
     ) -> Result<Run> {
-        Run::start_with(name, hosts, settings, vip, agent_bin, |g| g)
-    }
-
-    pub fn start_with(
-        name: &str,
-        hosts: usize,
-        settings: VipSettings,
-        vip: IpAddr,
-        agent_bin: &Path,
-        group: impl FnOnce(SimGroupBuilder) -> SimGroupBuilder,
-    ) -> Result<Run> {
-        let cluster = Run::cluster(hosts, settings, agent_bin, group)?;
+        let cluster = Run::cluster(hosts, settings, agent_bin, |g| g)?;
         Run::observe(name, cluster, vip, hosts - 1)
     }
 
@@ -270,10 +259,7 @@ impl Run {
     /// announcement out. first_view_ms: the fault → the first view change any agent saw.
     fn measure_reaction(&mut self, r: &mut Report, to: Option<usize>) {
         let t0 = self.wall(self.t0);
-        let ms = |a: SystemTime, b: SystemTime| match b.duration_since(a) {
-            Ok(d) => d.as_secs_f64() * 1000.0,
-            Err(e) => -e.duration().as_secs_f64() * 1000.0,
-        };
+        let ms = wall_ms;
         r.first_view_ms = (0..self.cluster.agents.len())
             .flat_map(|i| self.cluster.events(i))
             .filter(|e| e.event == "view" && e.at >= t0)
@@ -336,10 +322,7 @@ impl Run {
                 && let (Some(lost), Some(&last)) = (lost, self.held.closed_at().last())
             {
                 let last = self.wall(last);
-                r.reset_ms = Some(match last.duration_since(lost) {
-                    Ok(d) => d.as_secs_f64() * 1000.0,
-                    Err(e) => -e.duration().as_secs_f64() * 1000.0,
-                });
+                r.reset_ms = Some(wall_ms(lost, last));
             }
             if let Some(&last) = self.held.closed_at().last() {
                 let n = self.held.closed_at().len();
@@ -400,17 +383,8 @@ impl Run {
 
     /// No agent may have died or panicked.
     fn check_agents(&mut self, r: &mut Report) {
-        for (i, agent) in self.cluster.agents.iter().enumerate() {
-            let name = self.cluster.host(i).name();
-            if let Some(agent) = agent {
-                if let Ok(Some(status)) = agent.proc.try_wait() {
-                    r.fail(format!("the agent on {name} exited: {status}"));
-                }
-                let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
-                if log.contains("panicked at") {
-                    r.fail(format!("the agent on {name} panicked (see its log)"));
-                }
-            }
+        for problem in self.cluster.agent_problems() {
+            r.fail(problem);
         }
     }
 
@@ -418,10 +392,7 @@ impl Run {
     fn timeline(&mut self, r: &mut Report) {
         let t0 = self.wall(self.t0);
         let mut lines: Vec<(f64, String)> = Vec::new();
-        let since = |at: SystemTime| match at.duration_since(t0) {
-            Ok(d) => d.as_secs_f64() * 1000.0,
-            Err(e) => -e.duration().as_secs_f64() * 1000.0,
-        };
+        let since = |at: SystemTime| wall_ms(t0, at);
         for i in 0..self.cluster.agents.len() {
             let name = self.cluster.host(i).name().to_owned();
             for e in self.cluster.events(i) {
@@ -472,4 +443,12 @@ pub fn announcing(events: &[crate::cluster::AgentEvent]) -> Vec<String> {
         }
     }
     pending
+}
+
+/// Milliseconds from `a` to `b` on the wall clock (negative if `b` is earlier).
+fn wall_ms(a: SystemTime, b: SystemTime) -> f64 {
+    match b.duration_since(a) {
+        Ok(d) => d.as_secs_f64() * 1000.0,
+        Err(e) => -e.duration().as_secs_f64() * 1000.0,
+    }
 }
