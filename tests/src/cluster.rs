@@ -51,7 +51,18 @@ pub struct VipSettings {
     /// Capabilities the agents run without, as setpriv names them ("bpf,perfmon"): the
     /// agent is started under `setpriv --bounding-set=-bpf,-perfmon`.
     pub drop_caps: Option<String>,
+    /// `false` writes `datapath.guard = false` and `datapath.track = false`: the agent
+    /// then runs without CAP_BPF / CAP_PERFMON.
+    pub ebpf: bool,
+    /// Run the agents as this user with exactly the packaged unit's capabilities, as
+    /// systemd would: in a private mount namespace with bpffs mounted mode 0700 (as
+    /// systemd mounts it), `vip-agent prepare` as root, then the agent under setpriv
+    /// (see [`UNIT_CAPS`]).
+    pub run_as: Option<String>,
 }
+
+/// The capabilities of packaging/vip-agent@.service, as setpriv names them.
+pub const UNIT_CAPS: &str = "net_admin,net_raw,bpf,perfmon";
 
 impl Default for VipSettings {
     fn default() -> Self {
@@ -74,6 +85,8 @@ impl Default for VipSettings {
             reset_path: None,
             kill_on_demotion: false,
             drop_caps: None,
+            ebpf: true,
+            run_as: None,
         }
     }
 }
@@ -116,7 +129,7 @@ resync_interval_ms = {resync}
 
 [control]
 socket = "{socket}"
-"#,
+{datapath}"#,
             instance = self.instance,
             port = MYSQL_PORT,
             user = MYSQL_USER,
@@ -138,8 +151,48 @@ socket = "{socket}"
             switchover = self.switchover_timeout_ms,
             resync = self.resync_interval_ms,
             socket = socket.display(),
+            datapath = if self.ebpf {
+                ""
+            } else {
+                "\n[datapath]\nguard = false\ntrack = false\n"
+            },
         )
     }
+}
+
+/// The agent started the way packaging/vip-agent@.service starts it: `vip-agent
+/// prepare` as root (ExecStartPre=+), then `vip-agent run` as `user` with the unit's
+/// capabilities only (User=, AmbientCapabilities=, CapabilityBoundingSet=,
+/// NoNewPrivileges=). bpffs is mounted afresh, mode 0700 as systemd mounts it, in a
+/// private mount namespace, so the test sees what a service user meets on a real host;
+/// the pins go with the namespace when the agent exits.
+fn as_service_user(agent: &Path, config: &Path, user: &str) -> Command {
+    let caps = UNIT_CAPS
+        .split(',')
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let script = format!(
+        "set -e; mount -t bpf -o mode=0700 bpf /sys/fs/bpf; \
+         \"$0\" prepare --config \"$1\" --user \"$2\" >&2; \
+         exec setpriv --reuid=\"$2\" --regid=\"$2\" --init-groups --no-new-privs \
+         --inh-caps=-all,{caps} --ambient-caps=-all,{caps} --bounding-set=-all,{caps} \
+         -- \"$0\" run --config \"$1\""
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ])
+    .arg(agent)
+    .arg(config)
+    .arg(user);
+    cmd
 }
 
 /// A running agent and where its logs go.
@@ -322,9 +375,16 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(&log)?;
-        let mut cmd = match &settings.drop_caps {
-            None => Command::new(&self.agent_bin),
-            Some(caps) => {
+        if let Some(user) = &settings.run_as {
+            self.give_to(
+                user,
+                &[&self.dir, &config, &self.password_file(i), &self.key_file()],
+            )?;
+        }
+        let mut cmd = match (&settings.drop_caps, &settings.run_as) {
+            (_, Some(user)) => as_service_user(&self.agent_bin, &config, user),
+            (None, None) => Command::new(&self.agent_bin),
+            (Some(caps), None) => {
                 let drop: Vec<String> = caps.split(',').map(|c| format!("-{c}")).collect();
                 let mut cmd = Command::new("setpriv");
                 cmd.arg(format!("--bounding-set={}", drop.join(",")))
@@ -349,6 +409,18 @@ impl Cluster {
             config,
             socket,
         })
+    }
+
+    /// Hands the agent's files to `user`, as an operator would for the service user.
+    fn give_to(&self, user: &str, paths: &[&Path]) -> Result<()> {
+        let out = Command::new("chown")
+            .arg(format!("{user}:{user}"))
+            .args(paths)
+            .output()?;
+        if !out.status.success() {
+            anyhow::bail!("chown {user}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
     }
 
     /// Runs `vip-agent ARGS` to completion inside host `i` and returns its output.

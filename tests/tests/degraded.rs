@@ -1,7 +1,8 @@
-//! Startup checks, as an operator meets them: without CAP_BPF the agent runs in a
-//! documented degraded mode (no eBPF; connections are still reset, over netlink) and
-//! says so in `vip-agent status`; without CAP_NET_RAW it refuses to start and names the
-//! fix.
+//! Startup checks, as an operator meets them: with the guard and tracking turned off,
+//! the agent runs without CAP_BPF in a documented degraded mode (no eBPF; connections
+//! are still reset, over netlink) and says so in `vip-agent status`; without CAP_NET_RAW,
+//! or without CAP_BPF while the config asks for the guard, it refuses to start and names
+//! the fixes.
 
 mod common;
 
@@ -21,6 +22,7 @@ async fn without_cap_bpf_the_agent_resets_over_netlink_and_says_so() {
     let settings = VipSettings {
         instance: "dg".into(),
         drop_caps: Some("bpf,perfmon,sys_admin".into()),
+        ebpf: false,
         ..VipSettings::default()
     };
     let c = Cluster::start(3, settings, vip_tests::agent_binary(), |g| g).unwrap();
@@ -49,28 +51,72 @@ async fn without_cap_bpf_the_agent_resets_over_netlink_and_says_so() {
     assert!(failed.is_empty(), "not reset: {failed:?}\n{}", c.logs());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn without_cap_net_raw_the_agent_refuses_to_start_and_names_the_fix() {
-    if !vip_tests::privileged() {
-        return;
-    }
+/// Starts agent 0's config under `setpriv --bounding-set=-CAPS` and returns its exit code
+/// and stderr: the agent must refuse to start.
+fn refused_start(instance: &str, caps: &str) -> (Option<i32>, String) {
     let settings = VipSettings {
-        instance: "dr".into(),
+        instance: instance.into(),
         ..VipSettings::default()
     };
     let c = Cluster::start(1, settings, vip_tests::agent_binary(), |g| g).unwrap();
     let config = c.agents[0].as_ref().unwrap().config.clone();
+    let drop: Vec<String> = caps.split(',').map(|c| format!("-{c}")).collect();
     let mut cmd = Command::new("setpriv");
-    cmd.args(["--bounding-set=-net_raw", "--"])
+    cmd.arg(format!("--bounding-set={}", drop.join(",")))
+        .arg("--")
         .arg(vip_tests::agent_binary())
         .args(["run", "--config"])
         .arg(&config);
     vip_tests::netns::command_in(c.host(0).ns(), &mut cmd).unwrap();
     let out = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The three ways to grant capabilities, as the error names them.
+const FIXES: [&str; 3] = [
+    "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW CAP_BPF CAP_PERFMON",
+    "setcap cap_net_admin,cap_net_raw,cap_bpf,cap_perfmon+ep /usr/bin/vip-agent",
+    "--cap-add NET_ADMIN --cap-add NET_RAW --cap-add BPF --cap-add PERFMON",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_cap_net_raw_the_agent_refuses_to_start_and_names_the_fix() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let (code, stderr) = refused_start("dr", "net_raw");
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("vip-agent lacks CAP_NET_RAW") && stderr.contains("AmbientCapabilities"),
+        stderr.contains("vip-agent lacks CAP_NET_RAW (to announce the VIPs with ARP / NA)"),
+        "{stderr}"
+    );
+    for fix in FIXES {
+        assert!(stderr.contains(fix), "{fix}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_cap_bpf_and_the_guard_on_the_agent_refuses_to_start_and_names_the_fix() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let (code, stderr) = refused_start("db", "bpf,perfmon,sys_admin");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "vip-agent lacks CAP_BPF (to load the eBPF guard, tracker and reset) and \
+             CAP_PERFMON"
+        ),
+        "{stderr}"
+    );
+    for fix in FIXES {
+        assert!(stderr.contains(fix), "{fix}: {stderr}");
+    }
+    assert!(
+        stderr.contains("set datapath.guard = false and datapath.track = false"),
         "{stderr}"
     );
 }

@@ -7,6 +7,8 @@
 //! - [`net`]: binds VIPs with netlink and announces them (gratuitous ARP, unsolicited NA).
 //! - [`datapath`]: the eBPF programs embedded in the binary, and their pins.
 //! - [`logging`]: structured logs (tracing), journald-friendly.
+//! - [`privileges`]: the capabilities dropped once the agent has started.
+//! - [`prepare`]: `vip-agent prepare`, what a service user needs from root before start.
 
 pub mod agent;
 pub mod config;
@@ -17,3 +19,5 @@ pub mod mgr;
 pub mod net;
 pub mod peer;
 pub mod plan;
+pub mod prepare;
+pub mod privileges;

@@ -27,6 +27,17 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// As root, before the agent starts as an unprivileged service user (the packaged
+    /// unit's ExecStartPre=+): give the user its bpffs pin folder and control socket
+    /// folder, and check it can read the config, password, key and TLS files.
+    Prepare {
+        /// The TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The user the agent runs as.
+        #[arg(long, default_value = "vip-agent")]
+        user: String,
+    },
     /// Remove this instance's VIPs from the NIC and its pinned maps (maintenance, or
     /// systemd ExecStopPost when wanted).
     Release {
@@ -106,6 +117,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(&config),
+        Command::Prepare { config, user } => prepare(&config, &user),
         Command::Release { config } => release(&config),
         Command::CountPackets {
             iface,
@@ -158,6 +170,28 @@ fn run(path: &Path) -> Result<()> {
             .run()
             .await
     })
+}
+
+fn prepare(path: &Path, user: &str) -> Result<()> {
+    let cfg = load_config(path);
+    match vip_agent::prepare::run(&cfg, path, user) {
+        Ok(done) => {
+            for line in done {
+                println!("vip-agent prepare: {line}");
+            }
+            Ok(())
+        }
+        Err(problems) => {
+            eprintln!(
+                "vip-agent prepare: {user} cannot run instance {} yet:",
+                cfg.instance
+            );
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            std::process::exit(1);
+        }
+    }
 }
 
 fn release(path: &Path) -> Result<()> {

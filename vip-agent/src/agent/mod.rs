@@ -73,6 +73,8 @@ pub struct Agent {
     peers: BTreeMap<String, PeerHealth>,
     /// The eBPF programs and maps, and the reset paths.
     datapath: Datapath,
+    /// The capabilities kept after start, for `vip-agent status`.
+    privileges: String,
 }
 
 /// Coordination state: the placement this node follows, and the primary's bookkeeping.
@@ -143,6 +145,7 @@ impl Agent {
             refused: BTreeMap::new(),
             peers: BTreeMap::new(),
             datapath,
+            privileges: "not dropped yet".into(),
         })
     }
 
@@ -155,6 +158,7 @@ impl Agent {
         let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
         let mut inbox = self.open_inbox().await?;
         let mut addr_events = self.addrs.watch(&self.cfg.vip.nic).await?;
+        self.drop_privileges()?;
         info!(
             event = "start",
             instance = %self.cfg.instance,
@@ -199,6 +203,21 @@ impl Agent {
             event = "stop",
             "stopping; the VIPs stay in place (use `vip-agent release` to remove them)"
         );
+        Ok(())
+    }
+
+    /// Everything that needs CAP_BPF / CAP_PERFMON (or root) is loaded and every socket
+    /// is open: keep only what the loop uses.
+    fn drop_privileges(&mut self) -> Result<()> {
+        let low_port = self.cfg.peer.port < 1024;
+        let dropped = crate::privileges::drop_unneeded(&crate::privileges::keep(low_port))?;
+        info!(
+            event = "privileges",
+            kept = %dropped.kept.join(" "),
+            dropped = %dropped.dropped.join(" "),
+            "{dropped}"
+        );
+        self.privileges = dropped.to_string();
         Ok(())
     }
 

@@ -82,6 +82,7 @@ impl Agent {
             ("tracking", self.datapath.modes.tracking.clone()),
             ("guard", self.datapath.modes.guard.clone()),
             ("pins", self.datapath.modes.pins.clone()),
+            ("privileges", self.privileges.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

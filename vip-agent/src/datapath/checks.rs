@@ -11,6 +11,14 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
+/// How to grant the capabilities, for every way the agent is started.
+pub const GRANT: &str = "Grant the capabilities: in a systemd unit, list them in both \
+    AmbientCapabilities= and CapabilityBoundingSet= (`AmbientCapabilities=CAP_NET_ADMIN \
+    CAP_NET_RAW CAP_BPF CAP_PERFMON`; packaging/vip-agent@.service has both lines); for a \
+    binary started by hand, `setcap cap_net_admin,cap_net_raw,cap_bpf,cap_perfmon+ep \
+    /usr/bin/vip-agent`; in a container, `--cap-add NET_ADMIN --cap-add NET_RAW --cap-add \
+    BPF --cap-add PERFMON` with host networking; or run it as root.";
+
 /// The effective capabilities of this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capabilities(u64);
@@ -47,9 +55,11 @@ impl Capabilities {
 
     /// The capabilities the agent cannot run without, as one error naming the fix:
     /// CAP_NET_ADMIN binds the VIPs and destroys sockets over netlink, CAP_NET_RAW sends
-    /// the gratuitous ARP / unsolicited NA.
-    pub fn require_basics(self) -> Result<()> {
-        let missing: Vec<&str> = [
+    /// the gratuitous ARP / unsolicited NA. With `ebpf` (datapath.guard or datapath.track
+    /// on), CAP_BPF and CAP_PERFMON too: a missing line in a unit is a deployment mistake
+    /// to fix, not a reason to run silently without the guard.
+    pub fn require(self, ebpf: bool) -> Result<()> {
+        let mut needed = vec![
             (
                 CAP_NET_ADMIN,
                 "CAP_NET_ADMIN (to bind the VIPs and reset connections)",
@@ -58,20 +68,39 @@ impl Capabilities {
                 CAP_NET_RAW,
                 "CAP_NET_RAW (to announce the VIPs with ARP / NA)",
             ),
-        ]
-        .into_iter()
-        .filter(|(cap, _)| !self.has(*cap))
-        .map(|(_, what)| what)
-        .collect();
-        if !missing.is_empty() {
-            bail!(
-                "vip-agent lacks {}: run it as root, or grant it with \
-                 AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW CAP_BPF CAP_PERFMON in its \
-                 systemd unit",
-                missing.join(" and ")
-            );
+        ];
+        if ebpf {
+            needed.push((
+                CAP_BPF,
+                "CAP_BPF (to load the eBPF guard, tracker and reset)",
+            ));
+            needed.push((
+                CAP_PERFMON,
+                "CAP_PERFMON (for the tracker and the iter/tcp reset)",
+            ));
         }
-        Ok(())
+        let missing: Vec<&str> = needed
+            .into_iter()
+            // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON.
+            .filter(|(cap, _)| {
+                !(self.has(*cap)
+                    || (matches!(*cap, CAP_BPF | CAP_PERFMON) && self.has(CAP_SYS_ADMIN)))
+            })
+            .map(|(_, what)| what)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let ebpf_off = if ebpf {
+            " Or, to run without eBPF (no guard, no tracking; connections are then reset \
+             over netlink), set datapath.guard = false and datapath.track = false."
+        } else {
+            ""
+        };
+        bail!(
+            "vip-agent lacks {}. {GRANT}{ebpf_off}",
+            missing.join(" and ")
+        )
     }
 
     /// Why eBPF programs of a kind cannot load, or `None`.
@@ -103,7 +132,7 @@ mod tests {
     fn root_has_everything() {
         let root = caps("000001ffffffffff");
         assert!(root.bpf() && root.tracing());
-        root.require_basics().unwrap();
+        root.require(true).unwrap();
         assert_eq!(root.missing_for_tracing(), None);
     }
 
@@ -117,7 +146,12 @@ mod tests {
         assert!(!c.bpf());
         assert_eq!(c.missing_for_bpf(), Some("the agent lacks CAP_BPF"));
         assert_eq!(c.missing_for_tracing(), Some("the agent lacks CAP_BPF"));
-        c.require_basics().unwrap();
+        c.require(false).unwrap();
+        let e = c.require(true).unwrap_err().to_string();
+        assert!(
+            e.contains("lacks CAP_BPF (") && e.contains("datapath.guard = false"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -128,14 +162,24 @@ mod tests {
     }
 
     #[test]
-    fn missing_net_caps_is_an_error_naming_the_fix() {
+    fn missing_net_caps_is_an_error_naming_every_fix() {
         let c = caps(&format!("{:x}", (1u64 << 39) | (1 << 38)));
-        let e = c.require_basics().unwrap_err().to_string();
+        let e = c.require(true).unwrap_err().to_string();
         assert!(
-            e.contains("CAP_NET_ADMIN") && e.contains("CAP_NET_RAW"),
+            e.starts_with("vip-agent lacks CAP_NET_ADMIN (to bind the VIPs and reset connections) and CAP_NET_RAW"),
             "{e}"
         );
-        assert!(e.contains("AmbientCapabilities"), "{e}");
+        for fix in [
+            "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW CAP_BPF CAP_PERFMON",
+            "CapabilityBoundingSet=",
+            "setcap cap_net_admin,cap_net_raw,cap_bpf,cap_perfmon+ep",
+            "--cap-add NET_RAW",
+        ] {
+            assert!(e.contains(fix), "{fix}: {e}");
+        }
+        // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON.
+        let old_style = caps(&format!("{:x}", (1u64 << 21) | (1 << 12) | (1 << 13)));
+        old_style.require(true).unwrap();
         assert_eq!(Capabilities::from_status("no caps here"), None);
     }
 }

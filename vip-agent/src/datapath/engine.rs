@@ -74,11 +74,12 @@ pub struct Datapath {
 }
 
 impl Datapath {
-    /// Loads what this host allows. Fails only when the agent cannot do its job: without
-    /// CAP_NET_ADMIN / CAP_NET_RAW, or (with `require_reset`) without any reset path.
+    /// Loads what this host allows. Fails when the agent cannot do its job: without
+    /// CAP_NET_ADMIN / CAP_NET_RAW, without CAP_BPF / CAP_PERFMON while the config asks
+    /// for the guard or tracking, or (with `require_reset`) without any reset path.
     pub fn start(cfg: &Config) -> Result<Datapath> {
         let caps = Capabilities::current();
-        caps.require_basics()?;
+        caps.require(cfg.datapath.guard || cfg.datapath.track)?;
         let d = &cfg.datapath;
         let mut dp = Datapath {
             ebpf: None,

@@ -102,7 +102,8 @@ pub fn remove_empty_pin_dir(instance: &str) {
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
-fn ensure_bpffs(path: &Path) -> Result<()> {
+/// Fails with the mount command when `path` is not a bpffs mount.
+pub fn ensure_bpffs(path: &Path) -> Result<()> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
     // SAFETY: statfs writes into the zeroed struct we pass; c_path is NUL-terminated.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
