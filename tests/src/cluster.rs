@@ -54,6 +54,8 @@ pub struct VipSettings {
     /// `false` writes `datapath.guard = false` and `datapath.track = false`: the agent
     /// then runs without CAP_BPF / CAP_PERFMON.
     pub ebpf: bool,
+    /// vip.reannounce_interval_ms (0: off).
+    pub reannounce_interval_ms: u64,
     /// Run the agents as this user with exactly the packaged unit's capabilities, as
     /// systemd would: in a private mount namespace with bpffs mounted mode 0700 (as
     /// systemd mounts it), `vip-agent prepare` as root, then the agent under setpriv
@@ -86,6 +88,7 @@ impl Default for VipSettings {
             kill_on_demotion: false,
             drop_caps: None,
             ebpf: true,
+            reannounce_interval_ms: 0,
             run_as: None,
         }
     }
@@ -116,6 +119,7 @@ nic = "eth0"
 label = "{label}"
 announce_count = {count}
 announce_interval_ms = {interval}
+reannounce_interval_ms = {reannounce}
 read_vips = [{read_vips}]
 floating_type = "{floating}"
 kill_connections_on_demotion = {kill}
@@ -142,6 +146,7 @@ socket = "{socket}"
             label = self.label,
             count = self.announce_count,
             interval = self.announce_interval_ms,
+            reannounce = self.reannounce_interval_ms,
             read_vips = read_vips.join(", "),
             floating = self.floating_type,
             kill = self.kill_on_demotion,

@@ -284,6 +284,44 @@ async fn mysqld_refusing_the_agent_keeps_the_vip() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_vip_is_announced_again_every_reannounce_interval() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let cluster = start(VipSettings {
+        reannounce_interval_ms: 1000,
+        ..v4()
+    });
+    let vip = cluster.settings.write_vip;
+    cluster.wait_sole_holder(0, SETTLE).unwrap();
+    let capture = cluster.lab.capture().unwrap();
+    // Two more rounds from the holder with nothing moving: what a cron job running
+    // arping did.
+    let count = cluster.settings.announce_count as usize;
+    let seen = capture
+        .wait_until(SETTLE, |a| {
+            a.iter()
+                .filter(|a| a.ip == vip && a.is_unsolicited())
+                .count()
+                >= 2 * count
+        })
+        .unwrap();
+    assert!(
+        seen.iter()
+            .filter(|a| a.ip == vip && a.is_unsolicited())
+            .all(|a| a.port == "h1"),
+        "{seen:?}"
+    );
+    assert_eq!(cluster.holders(), [0]);
+    let rounds = cluster
+        .events(0)
+        .iter()
+        .filter(|e| e.event == "reannounce")
+        .count();
+    assert!(rounds >= 2, "{}", cluster.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vip_deleted_by_hand_is_readded_and_announced() {
     if !vip_tests::privileged() {
         return;

@@ -75,6 +75,8 @@ pub struct Agent {
     datapath: Datapath,
     /// The capabilities kept after start, for `vip-agent status`.
     privileges: String,
+    /// When every held VIP was last re-announced (vip.reannounce_interval_ms).
+    last_reannounce: Instant,
 }
 
 /// Coordination state: the placement this node follows, and the primary's bookkeeping.
@@ -146,6 +148,7 @@ impl Agent {
             peers: BTreeMap::new(),
             datapath,
             privileges: "not dropped yet".into(),
+            last_reannounce: Instant::now(),
         })
     }
 
@@ -276,9 +279,35 @@ impl Agent {
         }
         let result = self.reconcile().await;
         self.report(result);
+        self.reannounce_when_due().await;
         // `lead` may have read the view again (after waiting on other agents).
         if let Some(status @ NodeStatus::Primary { .. }) = self.status.clone() {
             self.push_pending(&status).await;
+        }
+    }
+
+    /// vip.reannounce_interval_ms: announces every VIP held here again, for the caches
+    /// that a move's announcement did not reach or that expire (other NICs, switches
+    /// with short ARP timers), instead of a cron job running arping.
+    async fn reannounce_when_due(&mut self) {
+        let Some(every) = self.cfg.vip.reannounce_interval else {
+            return;
+        };
+        if self.last_reannounce.elapsed() < every {
+            return;
+        }
+        self.last_reannounce = Instant::now();
+        match self.reannounce_all(false).await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                event = "reannounce",
+                vips = n,
+                "re-announcing {n} VIP(s) held here"
+            ),
+            Err(e) => warn!(
+                event = "reannounce",
+                "could not list the VIPs to re-announce: {e:#}"
+            ),
         }
     }
 

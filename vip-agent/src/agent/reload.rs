@@ -60,6 +60,10 @@ pub fn changed(old: &Config, new: &Config) -> Vec<&'static str> {
             o.announce_interval != n.announce_interval,
             "vip.announce_interval_ms",
         ),
+        (
+            o.reannounce_interval != n.reannounce_interval,
+            "vip.reannounce_interval_ms",
+        ),
         (o.gateway != n.gateway, "vip.gateway"),
         (
             o.kill_connections_on_demotion != n.kill_connections_on_demotion,

@@ -71,6 +71,12 @@ pub fn summary(cfg: &Config) -> String {
             v.announce_interval.as_millis()
         ),
     );
+    if let Some(every) = v.reannounce_interval {
+        row(
+            "re-announce",
+            format!("every held VIP every {} ms", every.as_millis()),
+        );
+    }
     if let Some(gw) = v.gateway {
         row("gateway", gw.to_string());
     }

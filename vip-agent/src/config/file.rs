@@ -53,6 +53,7 @@ pub struct RawVip {
     pub floating_type: Option<String>,
     pub announce_count: Option<i64>,
     pub announce_interval_ms: Option<i64>,
+    pub reannounce_interval_ms: Option<i64>,
     pub gateway: Option<String>,
     pub kill_connections_on_demotion: Option<bool>,
 }
@@ -109,6 +110,7 @@ pub const VIP_KEYS: &[&str] = &[
     "floating_type",
     "announce_count",
     "announce_interval_ms",
+    "reannounce_interval_ms",
     "gateway",
     "kill_connections_on_demotion",
 ];
@@ -227,6 +229,7 @@ pub fn read(text: &str) -> Result<(RawConfig, Vec<ConfigError>), Vec<ConfigError
             floating_type: t.get("floating_type"),
             announce_count: t.get("announce_count"),
             announce_interval_ms: t.get("announce_interval_ms"),
+            reannounce_interval_ms: t.get("reannounce_interval_ms"),
             gateway: t.get("gateway"),
             kill_connections_on_demotion: t.get("kill_connections_on_demotion"),
         };

@@ -127,6 +127,9 @@ pub struct VipConfig {
     pub floating_type: FloatingType,
     pub announce_count: u32,
     pub announce_interval: Duration,
+    /// Re-announce every VIP held here this often (switches and hosts on other NICs
+    /// whose caches expire), or never.
+    pub reannounce_interval: Option<Duration>,
     pub gateway: Option<IpAddr>,
     pub kill_connections_on_demotion: bool,
 }

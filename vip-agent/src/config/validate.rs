@@ -364,6 +364,16 @@ fn vip(raw: &RawVip, errors: &mut Vec<ConfigError>) -> VipConfig {
             (1, 10_000),
             errors,
         ),
+        reannounce_interval: match raw.reannounce_interval_ms {
+            None | Some(0) => None,
+            some => Some(millis(
+                "vip.reannounce_interval_ms",
+                some,
+                0,
+                REANNOUNCE_INTERVAL_RANGE,
+                errors,
+            )),
+        },
         gateway,
         kill_connections_on_demotion: raw.kill_connections_on_demotion.unwrap_or(false),
     }
@@ -572,6 +582,9 @@ pub fn label_rule(label: &str, nic: &str) -> Result<(), String> {
 fn port(key: &str, value: Option<i64>, default: u16, errors: &mut Vec<ConfigError>) -> u16 {
     int(key, value, default, (1, 65535), errors)
 }
+
+/// vip.reannounce_interval_ms when set (0 = off): from a second to a day.
+const REANNOUNCE_INTERVAL_RANGE: (i64, i64) = (1000, 86_400_000);
 
 fn millis(
     key: &str,

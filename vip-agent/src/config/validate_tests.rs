@@ -229,6 +229,25 @@ fn zero_intervals_and_timeouts() {
 }
 
 #[test]
+fn reannounce_is_off_unless_set_and_at_least_a_second() {
+    let vip = "write_vip = \"198.51.100.50\"\nprefix = 24";
+    let at = |extra: &str| parse(&with_vip(&format!("{vip}\n{extra}"))).unwrap();
+    assert_eq!(at("").vip.reannounce_interval, None);
+    assert_eq!(
+        at("reannounce_interval_ms = 0").vip.reannounce_interval,
+        None
+    );
+    assert_eq!(
+        at("reannounce_interval_ms = 30000").vip.reannounce_interval,
+        Some(Duration::from_secs(30))
+    );
+    one_error(
+        &with_vip(&format!("{vip}\nreannounce_interval_ms = 500")),
+        "vip.reannounce_interval_ms = 500: must be between 1000 and 86400000",
+    );
+}
+
+#[test]
 fn instance_charset() {
     assert!(
         parse(&format!(
