@@ -2,7 +2,7 @@
 //!
 //! Order matters: system packages first (the lab and tests use them), then the eBPF
 //! object (vip-agent embeds it, so nothing else builds without it), then formatting and
-//! lints, then every test of the default workspace members, then every failover
+//! lints, then the .deb (the package test installs it), then every test of the default workspace members, then every failover
 //! scenario and a short chaos campaign, then the fuzzer.
 
 use crate::{build_ebpf, cmd, fuzz};
@@ -48,6 +48,9 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
     cmd::run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     // The end-to-end tests start the vip-agent binary, so build it first.
     cmd::run(cargo().args(["build", "--bins"]))?;
+    // tests/tests/package.rs installs it in a systemd container.
+    let package = crate::deb::run()?;
+    eprintln!("built {}", package.display());
     cmd::run(
         cargo()
             .args(["test", "--no-fail-fast"])
