@@ -95,6 +95,9 @@ pub struct Container {
 impl Container {
     /// Boots a container and waits until systemd has reached its target.
     pub fn boot() -> Result<Container> {
+        if !Path::new("/lib/systemd/systemd").is_file() {
+            bail!("booting a container needs systemd on the host: `apt-get install systemd`");
+        }
         sweep_stale();
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!(

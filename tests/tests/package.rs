@@ -241,6 +241,16 @@ fn the_deb_installs_runs_under_systemd_and_removes_cleanly() {
         status(&c, "t1").filter(|_| main_pid(&c, "vip-agent@t1") == Some(new_pid))
     });
 
+    // An upgrade (the same package again: dpkg runs the upgrade path) restarts the
+    // running instance.
+    ok(&c, c.run(&["dpkg", "-i", "/root/vip-agent.deb"]));
+    let upgraded = wait_for(&c, "t1 restarted by the upgrade", || {
+        main_pid(&c, "vip-agent@t1").filter(|&p| p != new_pid)
+    });
+    wait_for(&c, "the upgraded t1 to answer status", || {
+        status(&c, "t1").filter(|_| main_pid(&c, "vip-agent@t1") == Some(upgraded))
+    });
+
     // Reload (SIGHUP): the agent rereads its config.
     ok(&c, c.run(&["systemctl", "reload", "vip-agent@t1"]));
     wait_for(&c, "t1 to log its reload", || {
@@ -279,6 +289,7 @@ fn the_deb_installs_runs_under_systemd_and_removes_cleanly() {
             .map(String::from)
     });
     assert!(status(&c, "t2").is_none(), "t2 runs: {refusal}");
+    eprintln!("t2 refused to start: {refusal}");
 
     // Removal stops every instance (t2 is still restarting) and unpins the programs.
     ok(&c, c.run(&["dpkg", "-r", "vip-agent"]));

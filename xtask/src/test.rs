@@ -13,7 +13,9 @@ use std::process::Command;
 /// read pinned maps the way an operator does, a real MariaDB server for the tests of the
 /// MGR poller (`mariadbd` and `mariadb-install-db`, which needs `my_print_defaults` from
 /// the client package; the `-core` packages only, so no system service is installed or
-/// started) and `openssl` for the certificates of its TLS tests.
+/// started) and `openssl` for the certificates of its TLS tests. The package test boots
+/// the host's `systemd` in namespaces and installs the .deb there, which needs `adduser`
+/// (its dependency) and `ps` (`procps`) in the host's root, its container's lower layer.
 const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -21,6 +23,9 @@ const APT_PACKAGES: &[&str] = &[
     "mariadb-server-core",
     "mariadb-client-core",
     "openssl",
+    "systemd",
+    "adduser",
+    "procps",
 ];
 
 /// The short chaos campaign CI runs.
