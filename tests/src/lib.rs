@@ -14,6 +14,8 @@
 //! - [`scenario`]: the failover scenarios of `cargo xtask lab`, measured from outside.
 //! - [`mariadb`]: a private, real MariaDB server (a child process) for the tests of the
 //!   agent's connection to mysqld: authentication, max_connections, TLS, stop and kill.
+//! - [`systemd`]: a real systemd booted in private namespaces over an overlay of the
+//!   host's root, where the package test installs and runs the .deb.
 //!
 //! Nothing here ships inside the agent.
 
@@ -26,6 +28,7 @@ pub mod netns;
 pub mod scenario;
 pub mod scratch;
 pub mod sim;
+pub mod systemd;
 
 /// Whether privileged tests may run. Lab, eBPF and netlink tests need root.
 ///

@@ -2,6 +2,7 @@
 //!
 //! - `bench`: the benchmarks (the planner; as root: resetting connections, the XDP
 //!   guard's cost, an idle agent's footprint), summed up in target/bench/summary.md.
+//! - `deb`: the Debian package (cargo-deb, installed first if missing).
 //! - `build-ebpf`: installs what the eBPF build needs (idempotently) and builds the
 //!   programs for `bpfel-unknown-none`.
 //! - `demo`: the failover demo (the lab, the simulated group, one agent per host).
@@ -16,6 +17,7 @@ mod bench_summary;
 mod build_ebpf;
 mod chaos;
 mod cmd;
+mod deb;
 mod demo;
 mod fuzz;
 mod lab;
@@ -64,6 +66,9 @@ enum Task {
     Bench,
     /// Build the eBPF programs (installing rust-src and bpf-linker first if missing).
     BuildEbpf,
+    /// Build the Debian package (installing cargo-deb first if missing) and print its
+    /// path: the release binary, the systemd unit, the example config and the README.
+    Deb,
     /// Run the whole test suite as CI does (needs root): installs apt packages, builds
     /// the eBPF object, checks formatting and lints, then runs every test.
     Test {
@@ -91,6 +96,7 @@ fn main() {
         Task::Chaos { runs, seed } => chaos::run(runs, seed),
         Task::Bench => bench::run(),
         Task::BuildEbpf => build_ebpf::run().map(|object| println!("{}", object.display())),
+        Task::Deb => deb::run().map(|package| println!("{}", package.display())),
         Task::Test { cargo_test_args } => test::run(&cargo_test_args),
         Task::Fuzz { seconds } => fuzz::run(seconds),
     };

@@ -2,7 +2,7 @@
 //!
 //! Order matters: system packages first (the lab and tests use them), then the eBPF
 //! object (vip-agent embeds it, so nothing else builds without it), then formatting and
-//! lints, then every test of the default workspace members, then every failover
+//! lints, then the .deb (the package test installs it), then every test of the default workspace members, then every failover
 //! scenario and a short chaos campaign, then the fuzzer.
 
 use crate::{build_ebpf, cmd, fuzz};
@@ -13,7 +13,9 @@ use std::process::Command;
 /// read pinned maps the way an operator does, a real MariaDB server for the tests of the
 /// MGR poller (`mariadbd` and `mariadb-install-db`, which needs `my_print_defaults` from
 /// the client package; the `-core` packages only, so no system service is installed or
-/// started) and `openssl` for the certificates of its TLS tests.
+/// started) and `openssl` for the certificates of its TLS tests. The package test boots
+/// the host's `systemd` in namespaces and installs the .deb there, which needs `adduser`
+/// (its dependency) and `ps` (`procps`) in the host's root, its container's lower layer.
 const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -21,6 +23,9 @@ const APT_PACKAGES: &[&str] = &[
     "mariadb-server-core",
     "mariadb-client-core",
     "openssl",
+    "systemd",
+    "adduser",
+    "procps",
 ];
 
 /// The short chaos campaign CI runs.
@@ -48,6 +53,9 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
     cmd::run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     // The end-to-end tests start the vip-agent binary, so build it first.
     cmd::run(cargo().args(["build", "--bins"]))?;
+    // tests/tests/package.rs installs it in a systemd container.
+    let package = crate::deb::run()?;
+    eprintln!("built {}", package.display());
     cmd::run(
         cargo()
             .args(["test", "--no-fail-fast"])

@@ -14,7 +14,7 @@ const CAP_BPF: u32 = 39;
 /// How to grant the capabilities, for every way the agent is started.
 pub const GRANT: &str = "Grant the capabilities: in a systemd unit, list them in both \
     AmbientCapabilities= and CapabilityBoundingSet= (`AmbientCapabilities=CAP_NET_ADMIN \
-    CAP_NET_RAW CAP_BPF CAP_PERFMON`; packaging/vip-agent@.service has both lines); for a \
+    CAP_NET_RAW CAP_BPF CAP_PERFMON`; the packaged vip-agent@.service has both lines); for a \
     binary started by hand, `setcap cap_net_admin,cap_net_raw,cap_bpf,cap_perfmon+ep \
     /usr/bin/vip-agent`; in a container, `--cap-add NET_ADMIN --cap-add NET_RAW --cap-add \
     BPF --cap-add PERFMON` with host networking; or run it as root.";
