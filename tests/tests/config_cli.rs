@@ -76,6 +76,7 @@ fn check_config_prints_a_summary_for_a_good_file() {
         "peer port      33063, at most 32 connections, key ",
         "peer timing    exchange 1000 ms, switchover wait 5000 ms, resync every 20000 ms",
         "control socket /run/vip-agent/mgr3306.sock",
+        "metrics        off (no [metrics] table)",
     ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }

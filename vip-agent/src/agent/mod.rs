@@ -39,6 +39,7 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::control::{LastAnnouncement, PeerHealth};
 use crate::datapath::engine::Datapath;
+use crate::metrics::Metrics;
 use crate::mgr::{self, NodeStatus};
 use crate::net::addr::Addrs;
 use crate::peer::key::Key;
@@ -77,6 +78,8 @@ pub struct Agent {
     privileges: String,
     /// When every held VIP was last re-announced (vip.reannounce_interval_ms).
     last_reannounce: Instant,
+    /// The series this loop writes (served only with `[metrics]`).
+    metrics: Metrics,
 }
 
 /// Coordination state: the placement this node follows, and the primary's bookkeeping.
@@ -128,6 +131,8 @@ impl Agent {
         let mut ticker = tokio::time::interval(cfg.mysql.poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (announced_tx, _) = mpsc::unbounded_channel();
+        let peer_stats = Arc::new(Stats::default());
+        let metrics = Metrics::new(&cfg.vip, peer_stats.clone(), datapath.reader());
         Ok(Agent {
             cfg,
             config_path,
@@ -143,12 +148,13 @@ impl Agent {
             last_announcement: None,
             coord: Coord::default(),
             key: watch::Sender::new(Arc::new(key)),
-            peer_stats: Arc::new(Stats::default()),
+            peer_stats,
             refused: BTreeMap::new(),
             peers: BTreeMap::new(),
             datapath,
             privileges: "not dropped yet".into(),
             last_reannounce: Instant::now(),
+            metrics,
         })
     }
 
@@ -183,6 +189,9 @@ impl Agent {
                 }
                 _ = self.ticker.tick() => {
                     let s = self.poller.poll().await;
+                    if let Some(took) = self.poller.take_round_trip() {
+                        self.metrics.polled(took);
+                    }
                     self.observe(&s);
                     self.status = Some(s);
                 }
@@ -196,6 +205,7 @@ impl Agent {
                     continue;
                 }
                 Some(a) = inbox.announced.recv() => {
+                    self.metrics.announced(a.vip);
                     self.last_announcement = Some(a);
                     continue;
                 }
@@ -250,6 +260,9 @@ impl Agent {
         })?;
         let (control_tx, control) = mpsc::channel(16);
         crate::control::server::serve(&self.cfg.control.socket, control_tx)?;
+        if let Some(m) = &self.cfg.metrics {
+            crate::metrics::serve::serve(m.listen, self.metrics.registry()).await?;
+        }
         let (announced_tx, announced) = mpsc::unbounded_channel();
         self.announced_tx = announced_tx;
         Ok(Inbox {
@@ -339,6 +352,7 @@ impl Agent {
         if self.last_status.as_deref() == Some(text.as_str()) {
             return;
         }
+        self.metrics.view_changed(status);
         match status {
             NodeStatus::Primary { .. } | NodeStatus::Secondary { .. } => {
                 info!(event = "view", status = %text, "view changed: {text}")
