@@ -234,8 +234,13 @@ impl Agent {
         Ok(())
     }
 
-    /// Starts the peer server and the control socket; their requests come to the loop.
+    /// Starts the metrics endpoint (with `[metrics]`), the peer server and the control
+    /// socket; the requests of the last two come to the loop.
     async fn open_inbox(&mut self) -> Result<Inbox> {
+        // First: a bad metrics.listen stops the agent before it serves anything else.
+        if let Some(m) = &self.cfg.metrics {
+            crate::metrics::serve::serve(m.listen, self.metrics.registry()).await?;
+        }
         let (peer_tx, peer) = mpsc::channel(64);
         let listen = SocketAddr::from((Ipv6Addr::UNSPECIFIED, self.cfg.peer.port));
         let limits = peer_server::Limits {
@@ -260,9 +265,6 @@ impl Agent {
         })?;
         let (control_tx, control) = mpsc::channel(16);
         crate::control::server::serve(&self.cfg.control.socket, control_tx)?;
-        if let Some(m) = &self.cfg.metrics {
-            crate::metrics::serve::serve(m.listen, self.metrics.registry()).await?;
-        }
         let (announced_tx, announced) = mpsc::unbounded_channel();
         self.announced_tx = announced_tx;
         Ok(Inbox {
