@@ -659,6 +659,18 @@ fn the_packaged_example_is_valid() {
 }
 
 #[test]
+fn the_packaged_metrics_example_is_valid_once_uncommented() {
+    let text = include_str!("../../../packaging/vip-agent.example.toml")
+        .replace("# [metrics]", "[metrics]")
+        .replace("# listen = ", "listen = ");
+    let cfg = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.metrics.unwrap().listen,
+        std::net::SocketAddr::from(([127, 0, 0, 1], EXAMPLE_METRICS_PORT))
+    );
+}
+
+#[test]
 fn the_datapath_defaults_and_its_client_port() {
     let cfg = parse(&with_vip("write_vip = \"198.51.100.50\"\nprefix = 24")).unwrap();
     let d = &cfg.datapath;
