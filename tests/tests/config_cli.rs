@@ -83,6 +83,21 @@ fn check_config_prints_a_summary_for_a_good_file() {
 }
 
 #[test]
+fn check_config_names_the_metrics_endpoint() {
+    let dir = TempDir::new("cc-metrics");
+    let text = format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:9748\"\n",
+        good_config(&dir)
+    );
+    let path = dir.write("metrics.toml", &text);
+    let (code, out, err) = agent(&["check-config"], &path);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let want =
+        "metrics        Prometheus endpoint http://127.0.0.1:9748/metrics (no authentication)";
+    assert!(out.contains(want), "missing {want:?} in\n{out}");
+}
+
+#[test]
 fn check_config_reports_every_problem() {
     let dir = TempDir::new("cc-bad");
     let text = good_config(&dir)

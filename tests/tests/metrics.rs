@@ -1,7 +1,7 @@
 //! The Prometheus endpoint as a monitoring system sees it: three agents with
 //! `[metrics] listen = "127.0.0.1:9748"`, scraped over HTTP inside each host's network
 //! namespace, before and after a switchover with connected clients; and an agent without
-//! `[metrics]` (nothing listens) or with an address it cannot bind (it exits, naming it).
+//! `[metrics]` (nothing listens) or with an address it cannot use (it exits, naming it).
 
 mod common;
 
@@ -242,22 +242,41 @@ async fn without_metrics_nothing_listens_and_a_bad_address_stops_the_agent() {
     );
     assert!(scrape(&c, 0).is_err());
 
-    // An address this host does not have: the agent exits 1 and says which setting.
+    // An address this host does not have: refused with the config's other problems.
     c.stop_agent(0).unwrap();
-    let bad = VipSettings {
-        metrics_listen: Some("198.51.100.250:9748".into()),
-        ..settings
+    let run = |listen: &str| {
+        let bad = VipSettings {
+            metrics_listen: Some(listen.into()),
+            ..settings.clone()
+        };
+        c.write_config(0, &bad).unwrap();
+        let config = c.config_path(0).display().to_string();
+        let out = c.agent_command(0, &["run", "--config", &config]).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        stderr
     };
-    c.write_config(0, &bad).unwrap();
-    let config = c.config_path(0).display().to_string();
-    let out = c.agent_command(0, &["run", "--config", &config]).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = run("198.51.100.250:9748");
     assert!(
         stderr.contains(
-            "vip-agent: error: cannot serve metrics on 198.51.100.250:9748 (metrics.listen): \
-             Cannot assign requested address (os error 99)"
+            "metrics.listen = \"198.51.100.250:9748\": 198.51.100.250 is not an address of \
+             this host"
         ),
+        "{stderr}"
+    );
+
+    // A port taken by another program: the bind fails at start, and the agent says where.
+    let taken = c
+        .host(0)
+        .run_in(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .unwrap();
+    let addr = taken.local_addr().unwrap();
+    let stderr = run(&addr.to_string());
+    assert!(
+        stderr.contains(&format!(
+            "vip-agent: error: cannot serve metrics on {addr} (metrics.listen): Address already \
+             in use (os error 98)"
+        )),
         "{stderr}"
     );
 }

@@ -51,7 +51,7 @@ pub fn validate(raw: &RawConfig) -> (Config, Vec<ConfigError>) {
     let metrics = raw
         .metrics
         .as_ref()
-        .and_then(|m| metrics(m, peer.port, &mut errors));
+        .and_then(|m| metrics(m, peer.port, &vip, &mut errors));
     (
         Config {
             instance,
@@ -758,10 +758,12 @@ fn datapath(
 pub const EXAMPLE_METRICS_PORT: u16 = 9748;
 
 /// `[metrics]`: present means serve, so `listen` is required. The peer server listens on
-/// `peer_port` at every address, so that port would fail to bind at start.
+/// `peer_port` at every address, so that port would fail to bind at start; a VIP is not
+/// always there. (That the address is this host's is a host check.)
 fn metrics(
     raw: &RawMetrics,
     peer_port: u16,
+    vip: &VipConfig,
     errors: &mut Vec<ConfigError>,
 ) -> Option<MetricsConfig> {
     let key = "metrics.listen";
@@ -787,6 +789,11 @@ fn metrics(
             "port {} is peer.port, which the peer server listens on at every address; pick \
              another port, {example}",
             addr.port()
+        ),
+        Ok(addr) if vip.all_vips().any(|v| v == addr.ip()) => format!(
+            "{} is a VIP, which moves between the nodes; listen on an address of the host \
+             itself, {example}",
+            addr.ip()
         ),
         Ok(listen) => return Some(MetricsConfig { listen }),
     };

@@ -764,6 +764,13 @@ fn bad_metrics_settings_name_the_key_and_the_fix() {
         "metrics.listen = \"[::1]:33062\": port 33062 is peer.port, which the peer server \
          listens on at every address; pick another port",
     );
+    one_error(
+        &format!("{base}[metrics]\nlisten = \"198.51.100.50:9748\"\n"),
+        &format!(
+            "metrics.listen = \"198.51.100.50:9748\": 198.51.100.50 is a VIP, which moves \
+             between the nodes; listen on an address of the host itself, {example}"
+        ),
+    );
     let e = errors(&format!("{base}[metrics]\nlisten = 9748\n"));
     assert_eq!(
         e[0],
