@@ -63,6 +63,8 @@ pub struct Datapath {
     reset: Option<ResetProgram>,
     /// `track_seed` loaded: connections from before the start can be recorded.
     seed: bool,
+    /// `vip_guard` is attached: its counters mean something.
+    guard: bool,
     vips: Option<VipTable>,
     conns: Option<HashMap<MapData, ConnKey, ConnInfo>>,
     counters: Option<PerCpuHashMap<MapData, DstKey, GuardCounters>>,
@@ -84,6 +86,7 @@ impl Datapath {
             ebpf: None,
             reset: None,
             seed: false,
+            guard: false,
             vips: None,
             conns: None,
             counters: None,
@@ -307,6 +310,7 @@ impl Datapath {
                 cfg.datapath.guard_window.as_secs()
             ))
         })();
+        self.guard = result.is_ok();
         self.modes.guard = match result {
             Ok(mode) => mode,
             Err(e) => {
@@ -453,11 +457,14 @@ impl Datapath {
     }
 
     /// Read-only handles on the maps for the metrics endpoint (see [`MapReader`]);
-    /// `None` when eBPF is off. Tracked connections only when tracking runs.
+    /// `None` when neither the guard nor tracking runs (eBPF off, or both turned off).
     pub fn reader(&self) -> Option<MapReader> {
+        if !self.guard && !self.seed {
+            return None;
+        }
         let (table, counters) = (self.vips.as_ref()?, self.counters.as_ref()?);
         let conns = self.conns.as_ref().filter(|_| self.seed).map(|m| m.map());
-        MapReader::new(table.map_data(), conns, counters.map())
+        MapReader::new(table.map_data(), self.guard, conns, counters.map())
             .inspect_err(|e| {
                 error!(
                     event = "datapath",

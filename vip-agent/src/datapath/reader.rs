@@ -19,6 +19,7 @@ use super::{guard, track, vip_table};
 /// `VIPS`, `VIP_COUNTERS` and (when tracking runs) `CONNS`, read-only.
 pub struct MapReader {
     vips: HashMap<MapData, DstKey, VipState>,
+    guard: bool,
     counters: PerCpuHashMap<MapData, DstKey, GuardCounters>,
     conns: Option<HashMap<MapData, ConnKey, ConnInfo>>,
 }
@@ -26,17 +27,24 @@ pub struct MapReader {
 impl MapReader {
     pub(super) fn new(
         vips: &MapData,
+        guard: bool,
         conns: Option<&MapData>,
         counters: &MapData,
     ) -> Result<MapReader> {
         Ok(MapReader {
             vips: HashMap::try_from(dup(vips, "VIPS")?)?,
+            guard,
             counters: PerCpuHashMap::try_from(dup(counters, "VIP_COUNTERS")?)?,
             conns: match conns {
                 Some(m) => Some(HashMap::try_from(dup(m, "CONNS")?)?),
                 None => None,
             },
         })
+    }
+
+    /// The guard is attached, so its counters mean something.
+    pub fn guarding(&self) -> bool {
+        self.guard
     }
 
     /// Connections are tracked, so [`VipDatapath::tracked`] means something.
@@ -59,6 +67,7 @@ impl MapReader {
 impl std::fmt::Debug for MapReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MapReader")
+            .field("guarding", &self.guard)
             .field("tracking", &self.tracking())
             .finish_non_exhaustive()
     }

@@ -82,44 +82,46 @@ impl Collector for GuardCollector {
                 .map(move |v| ([("vip", v.vip.to_string())], f(v)))
                 .collect::<Vec<_>>()
         };
-        counters(
-            &mut encoder,
-            "guard_packets",
-            "IP packets to the VIP seen by the guard on vip.nic, in every state",
-            by_vip(|v| v.packets),
-        )?;
-        counters(
-            &mut encoder,
-            "guard_bytes",
-            "Bytes of those packets (Ethernet frame lengths)",
-            by_vip(|v| v.bytes),
-        )?;
-        let actions = vips.iter().flat_map(|v| {
-            let vip = v.vip.to_string();
-            [
-                ("rst_sent", v.rst_sent),
-                ("dropped", v.dropped),
-                ("neigh_dropped", v.neigh_dropped),
-            ]
-            .map(|(action, n)| ([("vip", vip.clone()), ("action", action.to_string())], n))
-        });
-        counters(
-            &mut encoder,
-            "guard_released_packets",
-            "Packets to a released VIP within its guard window, by what the guard did: \
-             answered with a RST (rst_sent), dropped (dropped), or an ARP request / \
-             neighbour solicitation left unanswered (neigh_dropped)",
-            actions.collect::<Vec<_>>(),
-        )?;
-        gauges(
-            &mut encoder,
-            "guard_active",
-            "1 while the guard answers the stale clients of this released VIP",
-            vips.iter().map(|v| {
-                let active = v.state == "released" && v.guard_left_ms > 0;
-                ([("vip", v.vip.to_string())], i64::from(active))
-            }),
-        )?;
+        if self.reader.guarding() {
+            counters(
+                &mut encoder,
+                "guard_packets",
+                "IP packets to the VIP seen by the guard on vip.nic, in every state",
+                by_vip(|v| v.packets),
+            )?;
+            counters(
+                &mut encoder,
+                "guard_bytes",
+                "Bytes of those packets (Ethernet frame lengths)",
+                by_vip(|v| v.bytes),
+            )?;
+            let actions = vips.iter().flat_map(|v| {
+                let vip = v.vip.to_string();
+                [
+                    ("rst_sent", v.rst_sent),
+                    ("dropped", v.dropped),
+                    ("neigh_dropped", v.neigh_dropped),
+                ]
+                .map(|(action, n)| ([("vip", vip.clone()), ("action", action.to_string())], n))
+            });
+            counters(
+                &mut encoder,
+                "guard_released_packets",
+                "Packets to a released VIP within its guard window, by what the guard did: \
+                 answered with a RST (rst_sent), dropped (dropped), or an ARP request / \
+                 neighbour solicitation left unanswered (neigh_dropped)",
+                actions.collect::<Vec<_>>(),
+            )?;
+            gauges(
+                &mut encoder,
+                "guard_active",
+                "1 while the guard answers the stale clients of this released VIP",
+                vips.iter().map(|v| {
+                    let active = v.state == "released" && v.guard_left_ms > 0;
+                    ([("vip", v.vip.to_string())], i64::from(active))
+                }),
+            )?;
+        }
         if self.reader.tracking() {
             gauges(
                 &mut encoder,
