@@ -80,6 +80,8 @@ pub struct Agent {
     last_reannounce: Instant,
     /// The series this loop writes (served only with `[metrics]`).
     metrics: Metrics,
+    /// `metrics.listen`, bound in `new`, served from `run`.
+    metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 /// Coordination state: the placement this node follows, and the primary's bookkeeping.
@@ -121,8 +123,15 @@ struct Inbox {
 }
 
 impl Agent {
-    /// Prepares the agent; nothing is bound or served until [`Agent::run`].
+    /// Prepares the agent; nothing is served until [`Agent::run`] (only the metrics
+    /// address is bound, when configured), and no VIP is bound before it.
     pub async fn new(cfg: Config, config_path: PathBuf) -> Result<Agent> {
+        // Bound first: an address that cannot be used stops the agent before it touches
+        // the datapath. Nothing is served on it until `run`.
+        let metrics_listener = match &cfg.metrics {
+            Some(m) => Some(crate::metrics::serve::bind(m.listen).await?),
+            None => None,
+        };
         let poller = mgr::Poller::new(mgr::MysqlTarget::from_config(&cfg.mysql)?);
         let datapath = Datapath::start(&cfg)?;
         return_freed_memory();
@@ -155,6 +164,7 @@ impl Agent {
             privileges: "not dropped yet".into(),
             last_reannounce: Instant::now(),
             metrics,
+            metrics_listener,
         })
     }
 
@@ -237,9 +247,8 @@ impl Agent {
     /// Starts the metrics endpoint (with `[metrics]`), the peer server and the control
     /// socket; the requests of the last two come to the loop.
     async fn open_inbox(&mut self) -> Result<Inbox> {
-        // First: a bad metrics.listen stops the agent before it serves anything else.
-        if let Some(m) = &self.cfg.metrics {
-            crate::metrics::serve::serve(m.listen, self.metrics.registry()).await?;
+        if let Some(listener) = self.metrics_listener.take() {
+            crate::metrics::serve::serve_on(listener, self.metrics.registry());
         }
         let (peer_tx, peer) = mpsc::channel(64);
         let listen = SocketAddr::from((Ipv6Addr::UNSPECIFIED, self.cfg.peer.port));

@@ -29,18 +29,23 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// After a failed accept (out of descriptors, …), before the next.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
-/// Binds `listen` and serves the registry there until the runtime stops. A bind error
-/// names `metrics.listen`, the address and the OS error.
-pub async fn serve(listen: SocketAddr, registry: Arc<Registry>) -> Result<JoinHandle<()>> {
-    let listener = TcpListener::bind(listen)
+/// Binds `listen`; the error names `metrics.listen`, the address and the OS error.
+pub async fn bind(listen: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot serve metrics on {listen} (metrics.listen)"))?;
-    info!(event = "metrics", listen = %listen, "serving Prometheus metrics on http://{listen}/metrics");
-    Ok(serve_on(listener, registry))
+        .with_context(|| format!("cannot serve metrics on {listen} (metrics.listen)"))
 }
 
-/// Serves the registry on a bound listener.
+/// Binds `listen` and serves the registry there until the runtime stops.
+pub async fn serve(listen: SocketAddr, registry: Arc<Registry>) -> Result<JoinHandle<()>> {
+    Ok(serve_on(bind(listen).await?, registry))
+}
+
+/// Serves the registry on a bound listener until the runtime stops.
 pub fn serve_on(listener: TcpListener, registry: Arc<Registry>) -> JoinHandle<()> {
+    if let Ok(listen) = listener.local_addr() {
+        info!(event = "metrics", listen = %listen, "serving Prometheus metrics on http://{listen}/metrics");
+    }
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
