@@ -80,7 +80,7 @@ pub struct Agent {
     last_reannounce: Instant,
     /// The series this loop writes (served only with `[metrics]`).
     metrics: Metrics,
-    /// `metrics.listen`, bound in `new`, served from `run`.
+    /// `metrics.listen`, bound in `new`, served from `run` once privileges are dropped.
     metrics_listener: Option<tokio::net::TcpListener>,
 }
 
@@ -178,6 +178,11 @@ impl Agent {
         let mut inbox = self.open_inbox().await?;
         let mut addr_events = self.addrs.watch(&self.cfg.vip.nic).await?;
         self.drop_privileges()?;
+        // Served only now: a scrape runs a blocking thread, and the capabilities must be
+        // dropped while the agent is still a single thread.
+        if let Some(listener) = self.metrics_listener.take() {
+            crate::metrics::serve::serve_on(listener, self.metrics.registry());
+        }
         info!(
             event = "start",
             instance = %self.cfg.instance,
@@ -244,12 +249,8 @@ impl Agent {
         Ok(())
     }
 
-    /// Starts the metrics endpoint (with `[metrics]`), the peer server and the control
-    /// socket; the requests of the last two come to the loop.
+    /// Starts the peer server and the control socket; their requests come to the loop.
     async fn open_inbox(&mut self) -> Result<Inbox> {
-        if let Some(listener) = self.metrics_listener.take() {
-            crate::metrics::serve::serve_on(listener, self.metrics.registry());
-        }
         let (peer_tx, peer) = mpsc::channel(64);
         let listen = SocketAddr::from((Ipv6Addr::UNSPECIFIED, self.cfg.peer.port));
         let limits = peer_server::Limits {
