@@ -61,6 +61,9 @@ pub struct VipSettings {
     /// systemd mounts it), `vip-agent prepare` as root, then the agent under setpriv
     /// (see [`UNIT_CAPS`]).
     pub run_as: Option<String>,
+    /// `[metrics] listen = …`, e.g. "127.0.0.1:9748" (each host's own loopback, inside
+    /// its namespace); `None` leaves the table out: no endpoint.
+    pub metrics_listen: Option<String>,
 }
 
 /// The capabilities of packaging/vip-agent@.service, as setpriv names them.
@@ -90,6 +93,7 @@ impl Default for VipSettings {
             ebpf: true,
             reannounce_interval_ms: 0,
             run_as: None,
+            metrics_listen: None,
         }
     }
 }
@@ -98,6 +102,10 @@ impl VipSettings {
     /// The config file text for an agent beside a member.
     pub fn toml(&self, password_file: &Path, key_file: &Path, socket: &Path) -> String {
         let read_vips: Vec<String> = self.read_vips.iter().map(|v| format!("\"{v}\"")).collect();
+        let metrics = match &self.metrics_listen {
+            Some(listen) => format!("\n[metrics]\nlisten = \"{listen}\"\n"),
+            None => String::new(),
+        };
         format!(
             r#"instance = "{instance}"
 
@@ -133,7 +141,7 @@ resync_interval_ms = {resync}
 
 [control]
 socket = "{socket}"
-{datapath}"#,
+{datapath}{metrics}"#,
             instance = self.instance,
             port = MYSQL_PORT,
             user = MYSQL_USER,

@@ -76,9 +76,25 @@ fn check_config_prints_a_summary_for_a_good_file() {
         "peer port      33063, at most 32 connections, key ",
         "peer timing    exchange 1000 ms, switchover wait 5000 ms, resync every 20000 ms",
         "control socket /run/vip-agent/mgr3306.sock",
+        "metrics        off (no [metrics] table)",
     ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
+}
+
+#[test]
+fn check_config_names_the_metrics_endpoint() {
+    let dir = TempDir::new("cc-metrics");
+    let text = format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:9748\"\n",
+        good_config(&dir)
+    );
+    let path = dir.write("metrics.toml", &text);
+    let (code, out, err) = agent(&["check-config"], &path);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let want =
+        "metrics        Prometheus endpoint http://127.0.0.1:9748/metrics (no authentication)";
+    assert!(out.contains(want), "missing {want:?} in\n{out}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::clients::{all_reset, connect};
+use common::scrape::{LISTEN, sample, scrape};
 use vip_tests::cluster::{Cluster, VipSettings};
 
 const SETTLE: Duration = Duration::from_secs(20);
@@ -23,6 +24,7 @@ async fn without_cap_bpf_the_agent_resets_over_netlink_and_says_so() {
         instance: "dg".into(),
         drop_caps: Some("bpf,perfmon,sys_admin".into()),
         ebpf: false,
+        metrics_listen: Some(LISTEN.into()),
         ..VipSettings::default()
     };
     let c = Cluster::start(3, settings, vip_tests::agent_binary(), |g| g).unwrap();
@@ -43,6 +45,17 @@ async fn without_cap_bpf_the_agent_resets_over_netlink_and_says_so() {
             "{part}: {sub}"
         );
     }
+    // The metrics leave out the guard's series (there is no guard) and keep the rest.
+    let text = scrape(&c, 0).unwrap();
+    assert_eq!(
+        sample(&text, "vip_agent_role{role=\"primary\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        !text.contains("vip_agent_guard") && !text.contains("vip_agent_tracked"),
+        "{text}"
+    );
     // The reset guarantee holds all the same.
     let mut clients = connect(&c, write, 5);
     c.group.switchover(1).unwrap();

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::clients::{all_reset, connect};
+use common::scrape::{LISTEN, sample, scrape};
 use vip_tests::cluster::{Cluster, VipSettings};
 
 const SETTLE: Duration = Duration::from_secs(20);
@@ -58,12 +59,22 @@ async fn a_service_user_with_the_unit_capabilities_fails_over_and_keeps_only_two
     let settings = VipSettings {
         instance: "lp".into(),
         run_as: Some(USER.into()),
+        metrics_listen: Some(LISTEN.into()),
         ..VipSettings::default()
     };
     let c = Cluster::start(3, settings, vip_tests::agent_binary(), |g| g).unwrap();
     let write = c.settings.write_vip;
     c.wait_sole_holder(0, SETTLE)
         .unwrap_or_else(|e| panic!("{e:#}\n{}", c.logs()));
+    // A scrape of every agent first: its blocking thread is among the threads checked
+    // below, and the guard's series come through the descriptors duplicated at start
+    // (only h1's table has the write VIP, held).
+    let guard_active = format!("vip_agent_guard_active{{vip=\"{write}\"}}");
+    for i in 0..3 {
+        let text = scrape(&c, i).unwrap_or_else(|e| panic!("h{}: {e}", i + 1));
+        let want = (i == 0).then_some(0.0);
+        assert_eq!(sample(&text, &guard_active), want, "h{}: {text}", i + 1);
+    }
 
     // What an operator checks with `vip-agent status`: the whole datapath runs.
     let out = c.control(0, &["status", "--json"]).unwrap();
@@ -125,6 +136,13 @@ async fn a_service_user_with_the_unit_capabilities_fails_over_and_keeps_only_two
         .iter()
         .any(|d| d["vip"] == write.to_string() && d["state"] == "released");
     assert!(released, "{}", v["datapath"]);
+    let text = scrape(&c, 0).unwrap();
+    assert_eq!(sample(&text, &guard_active), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, "vip_agent_connections_reset_total{path=\"iter\"}"),
+        Some(4.0),
+        "{text}"
+    );
     assert!(c.agent_problems().is_empty(), "{:?}", c.agent_problems());
 }
 

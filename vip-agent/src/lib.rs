@@ -9,12 +9,14 @@
 //! - [`logging`]: structured logs (tracing), journald-friendly.
 //! - [`privileges`]: the capabilities dropped once the agent has started.
 //! - [`prepare`]: `vip-agent prepare`, what a service user needs from root before start.
+//! - [`metrics`]: the Prometheus endpoint (`[metrics]`).
 
 pub mod agent;
 pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod logging;
+pub mod metrics;
 pub mod mgr;
 pub mod net;
 pub mod peer;

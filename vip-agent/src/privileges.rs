@@ -3,7 +3,6 @@
 //!
 //! - CAP_NET_ADMIN: binding and removing the VIPs, netlink SOCK_DESTROY.
 //! - CAP_NET_RAW: the gratuitous ARP / unsolicited NA sockets, opened at every move.
-//! - CAP_NET_BIND_SERVICE: only when a configured port is below 1024.
 //!
 //! CAP_BPF and CAP_PERFMON are needed only to load programs, create maps and attach
 //! links, all done at start; the loaded objects are then used through their file
@@ -18,13 +17,10 @@
 use anyhow::{Context, Result, bail};
 use caps::{CapSet, Capability, CapsHashSet};
 
-/// What the loop keeps, given whether a configured port is privileged.
-pub fn keep(low_port: bool) -> CapsHashSet {
-    let mut keep = CapsHashSet::from([Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW]);
-    if low_port {
-        keep.insert(Capability::CAP_NET_BIND_SERVICE);
-    }
-    keep
+/// What the loop keeps. Every listening socket (peer port, metrics) is bound before the
+/// drop, so a port below 1024 needs CAP_NET_BIND_SERVICE only at start.
+pub fn keep() -> CapsHashSet {
+    CapsHashSet::from([Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW])
 }
 
 /// What happened, for the log and `vip-agent status`.
@@ -103,12 +99,10 @@ mod tests {
 
     #[test]
     fn the_loop_keeps_the_network_capabilities_only() {
-        let k = keep(false);
         assert_eq!(
-            sorted(&k),
+            sorted(&keep()),
             ["CAP_NET_ADMIN", "CAP_NET_RAW"].map(String::from)
         );
-        assert!(keep(true).contains(&Capability::CAP_NET_BIND_SERVICE));
     }
 
     #[test]

@@ -2,4 +2,5 @@
 
 pub mod clients;
 pub mod poller;
+pub mod scrape;
 pub mod status;

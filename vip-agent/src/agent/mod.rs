@@ -39,6 +39,7 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::control::{LastAnnouncement, PeerHealth};
 use crate::datapath::engine::Datapath;
+use crate::metrics::Metrics;
 use crate::mgr::{self, NodeStatus};
 use crate::net::addr::Addrs;
 use crate::peer::key::Key;
@@ -77,6 +78,10 @@ pub struct Agent {
     privileges: String,
     /// When every held VIP was last re-announced (vip.reannounce_interval_ms).
     last_reannounce: Instant,
+    /// The series this loop writes (served only with `[metrics]`).
+    metrics: Metrics,
+    /// `metrics.listen`, bound in `new`, served from `run` once privileges are dropped.
+    metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 /// Coordination state: the placement this node follows, and the primary's bookkeeping.
@@ -118,8 +123,15 @@ struct Inbox {
 }
 
 impl Agent {
-    /// Prepares the agent; nothing is bound or served until [`Agent::run`].
+    /// Prepares the agent; nothing is served until [`Agent::run`] (only the metrics
+    /// address is bound, when configured), and no VIP is bound before it.
     pub async fn new(cfg: Config, config_path: PathBuf) -> Result<Agent> {
+        // Bound first: an address that cannot be used stops the agent before it touches
+        // the datapath. Nothing is served on it until `run`.
+        let metrics_listener = match &cfg.metrics {
+            Some(m) => Some(crate::metrics::serve::bind(m.listen).await?),
+            None => None,
+        };
         let poller = mgr::Poller::new(mgr::MysqlTarget::from_config(&cfg.mysql)?);
         let datapath = Datapath::start(&cfg)?;
         return_freed_memory();
@@ -128,6 +140,8 @@ impl Agent {
         let mut ticker = tokio::time::interval(cfg.mysql.poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (announced_tx, _) = mpsc::unbounded_channel();
+        let peer_stats = Arc::new(Stats::default());
+        let metrics = Metrics::new(&cfg.vip, peer_stats.clone(), datapath.reader());
         Ok(Agent {
             cfg,
             config_path,
@@ -143,12 +157,14 @@ impl Agent {
             last_announcement: None,
             coord: Coord::default(),
             key: watch::Sender::new(Arc::new(key)),
-            peer_stats: Arc::new(Stats::default()),
+            peer_stats,
             refused: BTreeMap::new(),
             peers: BTreeMap::new(),
             datapath,
             privileges: "not dropped yet".into(),
             last_reannounce: Instant::now(),
+            metrics,
+            metrics_listener,
         })
     }
 
@@ -162,6 +178,11 @@ impl Agent {
         let mut inbox = self.open_inbox().await?;
         let mut addr_events = self.addrs.watch(&self.cfg.vip.nic).await?;
         self.drop_privileges()?;
+        // Served only now: a scrape runs a blocking thread, and the capabilities must be
+        // dropped while the agent is still a single thread.
+        if let Some(listener) = self.metrics_listener.take() {
+            crate::metrics::serve::serve_on(listener, self.metrics.registry());
+        }
         info!(
             event = "start",
             instance = %self.cfg.instance,
@@ -183,6 +204,9 @@ impl Agent {
                 }
                 _ = self.ticker.tick() => {
                     let s = self.poller.poll().await;
+                    if let Some(took) = self.poller.take_round_trip() {
+                        self.metrics.polled(took);
+                    }
                     self.observe(&s);
                     self.status = Some(s);
                 }
@@ -196,6 +220,7 @@ impl Agent {
                     continue;
                 }
                 Some(a) = inbox.announced.recv() => {
+                    self.metrics.announced(a.vip);
                     self.last_announcement = Some(a);
                     continue;
                 }
@@ -212,8 +237,7 @@ impl Agent {
     /// Everything that needs CAP_BPF / CAP_PERFMON (or root) is loaded and every socket
     /// is open: keep only what the loop uses.
     fn drop_privileges(&mut self) -> Result<()> {
-        let low_port = self.cfg.peer.port < 1024;
-        let dropped = crate::privileges::drop_unneeded(&crate::privileges::keep(low_port))?;
+        let dropped = crate::privileges::drop_unneeded(&crate::privileges::keep())?;
         info!(
             event = "privileges",
             kept = %dropped.kept.join(" "),
@@ -339,6 +363,7 @@ impl Agent {
         if self.last_status.as_deref() == Some(text.as_str()) {
             return;
         }
+        self.metrics.view_changed(status);
         match status {
             NodeStatus::Primary { .. } | NodeStatus::Secondary { .. } => {
                 info!(event = "view", status = %text, "view changed: {text}")

@@ -33,6 +33,8 @@ pub fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.vip.nic != new.vip.nic, "vip.nic");
     check(old.vip.label != new.vip.label, "vip.label");
     check(old.vip.prefix != new.vip.prefix, "vip.prefix");
+    // The endpoint is bound once, at start (adding or removing [metrics] included).
+    check(old.metrics != new.metrics, "metrics.listen");
     // The datapath is loaded and attached once, at start.
     let (o, n) = (&old.datapath, &new.datapath);
     check(o.guard != n.guard, "datapath.guard");
@@ -143,6 +145,7 @@ impl Agent {
         let bound = self.bound().await.unwrap_or_default();
         self.datapath.set_guard_window(new.datapath.guard_window);
         self.cfg = new;
+        self.metrics.set_vips(&self.cfg.vip);
         for vip in removed.into_iter().filter(|v| bound.contains(v)) {
             if let Err(e) = self
                 .unbind(vip, "removed from the config by a reload")
@@ -226,9 +229,12 @@ key_file = "/etc/vip-agent/peer.key"
         new.vip.nic = "eth1".into();
         new.peer.port = 33063;
         new.instance = "other".into();
+        new.metrics = Some(config::MetricsConfig {
+            listen: "127.0.0.1:9748".parse().unwrap(),
+        });
         assert_eq!(
             restart_only(&old, &new),
-            ["instance", "peer.port", "vip.nic"]
+            ["instance", "peer.port", "vip.nic", "metrics.listen"]
         );
     }
 }

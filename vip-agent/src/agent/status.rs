@@ -76,7 +76,8 @@ impl Agent {
                 "reset",
                 format!(
                     "{} ({} failed)",
-                    self.datapath.modes.reset, self.datapath.reset_errors
+                    self.datapath.modes.reset,
+                    self.metrics.reset_failures()
                 ),
             ),
             ("tracking", self.datapath.modes.tracking.clone()),

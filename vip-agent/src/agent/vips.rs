@@ -13,6 +13,7 @@ use super::decide::{self, ReadVips, WriteVip};
 use crate::control::LastAnnouncement;
 use crate::datapath::vip_table::Role;
 use crate::datapath::{Target, sock_destroy};
+use crate::metrics::ResetPath;
 use crate::net::announce::{self, Announcement};
 
 impl Agent {
@@ -70,11 +71,14 @@ impl Agent {
         let result = self.act(&bound, &want, &drop, first_look, &reason).await;
         // What is bound now follows from what was done; only after a failure is the NIC
         // listed again (a second netlink dump on every poll would be wasted).
-        let now = if result.is_ok() {
+        let now: BTreeSet<IpAddr> = if result.is_ok() {
             bound.difference(&drop).chain(&want).copied().collect()
         } else {
             self.bound().await.unwrap_or(bound)
         };
+        for vip in self.cfg.vip.all_vips() {
+            self.metrics.set_held(vip, now.contains(&vip));
+        }
         self.seen_bound = Some(now);
         result
     }
@@ -99,6 +103,7 @@ impl Agent {
         if first_look {
             for &vip in want.intersection(bound) {
                 info!(event = "adopted", vip = %vip, nic = %self.cfg.vip.nic, "{} is already bound here; adopting it", self.kind(vip));
+                self.metrics.set_held(vip, true);
                 self.datapath.mark_held(vip, self.role(vip));
                 self.announce(vip);
             }
@@ -138,8 +143,11 @@ impl Agent {
             .await?;
         let kind = self.kind(vip);
         if self.seen_bound.as_ref().is_some_and(|s| s.contains(&vip)) {
+            // Not a move: the VIP never left this node as far as the group knows.
+            self.metrics.set_held(vip, true);
             warn!(event = "readded", vip = %vip, nic = %nic, "{kind} {vip} was deleted outside the agent; re-added it");
         } else {
+            self.metrics.bound(vip);
             info!(event = "bound", vip = %vip, nic = %nic, prefix = self.cfg.vip.prefix, "bound {kind} {vip}");
         }
         self.announce(vip);
@@ -171,6 +179,7 @@ impl Agent {
         }
         // Entries whose guard window is over go now.
         self.datapath.prune();
+        self.metrics.released(vip);
         let took = started.elapsed();
         info!(
             event = "released",
@@ -196,21 +205,27 @@ impl Agent {
     /// releasing the VIP matters more than resetting its clients.
     async fn reset_target(&mut self, target: Target) -> usize {
         match self.datapath.iter_reset(target) {
-            Some(Ok(n)) => return n as usize,
+            Some(Ok(n)) => {
+                self.metrics.reset(ResetPath::Iter, n);
+                return n as usize;
+            }
             Some(Err(e)) => {
                 error!(
                     event = "reset_failed",
                     ?target,
                     "the iter/tcp reset failed, using netlink SOCK_DESTROY: {e:#}"
                 );
-                self.datapath.reset_errors += 1;
+                self.metrics.reset_failed();
             }
             None => {}
         }
         match netlink_reset(target).await {
-            Ok(n) => n,
+            Ok(n) => {
+                self.metrics.reset(ResetPath::Netlink, n as u64);
+                n
+            }
             Err(()) => {
-                self.datapath.reset_errors += 1;
+                self.metrics.reset_failed();
                 0
             }
         }

@@ -106,6 +106,16 @@ pub fn summary(cfg: &Config) -> String {
         ),
     );
     row("control socket", cfg.control.socket.display().to_string());
+    row(
+        "metrics",
+        match &cfg.metrics {
+            Some(m) => format!(
+                "Prometheus endpoint http://{}/metrics (no authentication)",
+                m.listen
+            ),
+            None => "off (no [metrics] table)".to_string(),
+        },
+    );
     out
 }
 

@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub peer: RawPeer,
     pub control: RawControl,
     pub datapath: RawDatapath,
+    /// `Some` when the `[metrics]` table is present (the endpoint is off without it).
+    pub metrics: Option<RawMetrics>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -84,8 +86,15 @@ pub struct RawDatapath {
     pub client_port: Option<i64>,
 }
 
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RawMetrics {
+    pub listen: Option<String>,
+}
+
 /// The keys each table allows, for the unknown-key check and its suggestions.
-pub const TOP_KEYS: &[&str] = &["instance", "mysql", "vip", "peer", "control", "datapath"];
+pub const TOP_KEYS: &[&str] = &[
+    "instance", "mysql", "vip", "peer", "control", "datapath", "metrics",
+];
 pub const MYSQL_KEYS: &[&str] = &[
     "host",
     "port",
@@ -132,6 +141,7 @@ pub const DATAPATH_KEYS: &[&str] = &[
     "require_reset",
     "client_port",
 ];
+pub const METRICS_KEYS: &[&str] = &["listen"];
 const TABLES: &[(&str, &[&str])] = &[
     ("", TOP_KEYS),
     ("mysql", MYSQL_KEYS),
@@ -140,6 +150,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("peer", PEER_KEYS),
     ("control", CONTROL_KEYS),
     ("datapath", DATAPATH_KEYS),
+    ("metrics", METRICS_KEYS),
 ];
 
 /// Reads the text. `Err` only for TOML syntax errors (nothing else can be trusted then);
@@ -166,12 +177,13 @@ pub fn read(text: &str) -> Result<(RawConfig, Vec<ConfigError>), Vec<ConfigError
         instance: top.get("instance"),
         ..RawConfig::default()
     };
-    let (mysql, vip, peer, control, datapath) = (
+    let (mysql, vip, peer, control, datapath, metrics) = (
         top.table_at("mysql"),
         top.table_at("vip"),
         top.table_at("peer"),
         top.table_at("control"),
         top.table_at("datapath"),
+        top.table_at("metrics"),
     );
     top.reject_unknown();
     if let Some(table) = mysql {
@@ -280,6 +292,18 @@ pub fn read(text: &str) -> Result<(RawConfig, Vec<ConfigError>), Vec<ConfigError
             require_reset: t.get("require_reset"),
             client_port: t.get("client_port"),
         };
+        t.reject_unknown();
+    }
+    if let Some(table) = metrics {
+        let mut t = Table {
+            path: "metrics",
+            table,
+            text,
+            errors: &mut errors,
+        };
+        raw.metrics = Some(RawMetrics {
+            listen: t.get("listen"),
+        });
         t.reject_unknown();
     }
     Ok((raw, errors))

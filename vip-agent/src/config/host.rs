@@ -110,7 +110,7 @@ unsafe fn address(
 
 /// Host checks against facts gathered by the caller: pure.
 pub fn check_host(cfg: &Config, host: &HostFacts) -> Vec<ConfigError> {
-    let mut errors = Vec::new();
+    let mut errors: Vec<ConfigError> = check_metrics(cfg, host).into_iter().collect();
     let vip = &cfg.vip;
     if vip.nic.is_empty() {
         return errors;
@@ -165,6 +165,29 @@ pub fn check_host(cfg: &Config, host: &HostFacts) -> Vec<ConfigError> {
         }
     }
     errors
+}
+
+/// `metrics.listen` must be an address this host has (or a wildcard, or loopback), or the
+/// agent would stop at start when it binds it.
+fn check_metrics(cfg: &Config, host: &HostFacts) -> Option<ConfigError> {
+    let listen = cfg.metrics.as_ref()?.listen;
+    let ip = listen.ip();
+    let local = ip.is_unspecified()
+        || ip.is_loopback()
+        || host
+            .interfaces
+            .iter()
+            .any(|i| i.addrs.iter().any(|(a, ..)| *a == ip));
+    (!local).then(|| {
+        ConfigError::value(
+            "metrics.listen",
+            quote(&listen.to_string()),
+            format!(
+                "{ip} is not an address of this host; use a loopback address, one of this \
+                 host's own (e.g. on a management network), or 0.0.0.0 / [::]"
+            ),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -254,6 +277,41 @@ mod tests {
             e,
             vec![
                 "vip.nic = \"eth9\": no such interface on this host (found: lo, eth0) (greatdb_ha_mgr_vip_nic)"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_metrics_address_must_be_this_hosts() {
+        let base = config("write_vip = \"198.51.100.60\"", "eth0");
+        for ok in [
+            "127.0.0.1:9748",
+            "127.0.0.2:9748",
+            "0.0.0.0:9748",
+            "[::]:9748",
+            "[::1]:9748",
+            "198.51.100.10:9748",
+        ] {
+            let cfg = Config {
+                metrics: Some(crate::config::MetricsConfig {
+                    listen: ok.parse().unwrap(),
+                }),
+                ..base.clone()
+            };
+            assert!(messages(&cfg).is_empty(), "{ok}: {:?}", messages(&cfg));
+        }
+        let cfg = Config {
+            metrics: Some(crate::config::MetricsConfig {
+                listen: "198.51.100.250:9748".parse().unwrap(),
+            }),
+            ..base
+        };
+        assert_eq!(
+            messages(&cfg),
+            vec![
+                "metrics.listen = \"198.51.100.250:9748\": 198.51.100.250 is not an address of this \
+                 host; use a loopback address, one of this host's own (e.g. on a management \
+                 network), or 0.0.0.0 / [::]"
             ]
         );
     }

@@ -21,7 +21,7 @@ pub mod mycnf;
 pub mod validate;
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -37,6 +37,8 @@ pub struct Config {
     pub peer: PeerConfig,
     pub control: ControlConfig,
     pub datapath: DatapathConfig,
+    /// `Some` when the `[metrics]` table is present: serve Prometheus metrics.
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// How to reach the local mysqld.
@@ -183,6 +185,13 @@ pub struct DatapathConfig {
     /// The TCP port clients reach mysqld on through the VIPs: what the kill-all option
     /// (`vip.kill_connections_on_demotion`) resets.
     pub client_port: u16,
+}
+
+/// The Prometheus endpoint: `GET /metrics` over plain HTTP, without authentication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// The address and port it listens on (IPv4, or IPv6 in brackets).
+    pub listen: SocketAddr,
 }
 
 /// How the XDP guard attaches.

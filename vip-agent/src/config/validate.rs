@@ -2,14 +2,14 @@
 //! files named are checked elsewhere. A bad value is replaced by its default so the
 //! checks after it still run and report their own problems.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::file::{RawConfig, RawControl, RawDatapath, RawMysql, RawPeer, RawVip};
+use super::file::{RawConfig, RawControl, RawDatapath, RawMetrics, RawMysql, RawPeer, RawVip};
 use super::{
-    Config, ConfigError, ControlConfig, DatapathConfig, FloatingType, MysqlConfig, MysqlEndpoint,
-    PeerConfig, TlsConfig, VipConfig, XdpMode, quote,
+    Config, ConfigError, ControlConfig, DatapathConfig, FloatingType, MetricsConfig, MysqlConfig,
+    MysqlEndpoint, PeerConfig, TlsConfig, VipConfig, XdpMode, quote,
 };
 
 pub const DEFAULT_INSTANCE: &str = "default";
@@ -48,6 +48,10 @@ pub fn validate(raw: &RawConfig) -> (Config, Vec<ConfigError>) {
     let peer = peer(&raw.peer, &mut errors);
     let control = control(&raw.control, &instance, &mysql.endpoint, &mut errors);
     let datapath = datapath(&raw.datapath, &mysql.endpoint, &mut errors);
+    let metrics = raw
+        .metrics
+        .as_ref()
+        .and_then(|m| metrics(m, peer.port, &vip, &mut errors));
     (
         Config {
             instance,
@@ -56,6 +60,7 @@ pub fn validate(raw: &RawConfig) -> (Config, Vec<ConfigError>) {
             peer,
             control,
             datapath,
+            metrics,
         },
         errors,
     )
@@ -747,6 +752,53 @@ fn datapath(
             errors,
         ),
     }
+}
+
+/// The port the examples and the README use for `metrics.listen`.
+pub const EXAMPLE_METRICS_PORT: u16 = 9748;
+
+/// `[metrics]`: present means serve, so `listen` is required. The peer server listens on
+/// `peer_port` at every address, so that port would fail to bind at start; a VIP is not
+/// always there. (That the address is this host's is a host check.)
+fn metrics(
+    raw: &RawMetrics,
+    peer_port: u16,
+    vip: &VipConfig,
+    errors: &mut Vec<ConfigError>,
+) -> Option<MetricsConfig> {
+    let key = "metrics.listen";
+    let example =
+        format!("e.g. \"127.0.0.1:{EXAMPLE_METRICS_PORT}\" or \"[::1]:{EXAMPLE_METRICS_PORT}\"");
+    let Some(text) = &raw.listen else {
+        errors.push(ConfigError::key(
+            key,
+            format!(
+                "missing; the address and port the Prometheus endpoint listens on, {example} \
+                 (remove the [metrics] table to serve no metrics)"
+            ),
+        ));
+        return None;
+    };
+    let why = match text.parse::<SocketAddr>() {
+        Err(_) => format!(
+            "must be an IP address and a port, {example} (IPv6 in brackets; host names are \
+             not resolved)"
+        ),
+        Ok(addr) if addr.port() == 0 => format!("needs a fixed port (1-65535), {example}"),
+        Ok(addr) if addr.port() == peer_port => format!(
+            "port {} is peer.port, which the peer server listens on at every address; pick \
+             another port, {example}",
+            addr.port()
+        ),
+        Ok(addr) if vip.all_vips().any(|v| v == addr.ip()) => format!(
+            "{} is a VIP, which moves between the nodes; listen on an address of the host \
+             itself, {example}",
+            addr.ip()
+        ),
+        Ok(listen) => return Some(MetricsConfig { listen }),
+    };
+    errors.push(ConfigError::value(key, quote(text), why));
+    None
 }
 
 /// `/run/vip-agent/<instance>.sock`: one socket per instance on a host.

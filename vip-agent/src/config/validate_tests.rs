@@ -659,6 +659,18 @@ fn the_packaged_example_is_valid() {
 }
 
 #[test]
+fn the_packaged_metrics_example_is_valid_once_uncommented() {
+    let text = include_str!("../../../packaging/vip-agent.example.toml")
+        .replace("# [metrics]", "[metrics]")
+        .replace("# listen = ", "listen = ");
+    let cfg = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.metrics.unwrap().listen,
+        std::net::SocketAddr::from(([127, 0, 0, 1], EXAMPLE_METRICS_PORT))
+    );
+}
+
+#[test]
 fn the_datapath_defaults_and_its_client_port() {
     let cfg = parse(&with_vip("write_vip = \"198.51.100.50\"\nprefix = 24")).unwrap();
     let d = &cfg.datapath;
@@ -696,5 +708,92 @@ fn bad_datapath_settings_name_the_fix() {
     one_error(
         &format!("{base}[datapath]\ntrack_connections = true\n"),
         "datapath.track_connections",
+    );
+}
+
+#[test]
+fn metrics_are_off_without_the_table_and_listen_where_told() {
+    let base = with_vip("write_vip = \"198.51.100.50\"\nprefix = 24");
+    assert_eq!(parse(&base).unwrap().metrics, None);
+    for (text, want) in [
+        ("127.0.0.1:9748", "127.0.0.1:9748"),
+        ("0.0.0.0:9100", "0.0.0.0:9100"),
+        ("[::1]:9748", "[::1]:9748"),
+        ("[2001:db8::7]:9748", "[2001:db8::7]:9748"),
+    ] {
+        let cfg = parse(&format!("{base}[metrics]\nlisten = \"{text}\"\n")).unwrap();
+        assert_eq!(
+            cfg.metrics.unwrap().listen,
+            want.parse::<std::net::SocketAddr>().unwrap()
+        );
+    }
+}
+
+#[test]
+fn bad_metrics_settings_name_the_key_and_the_fix() {
+    let base = with_vip("write_vip = \"198.51.100.50\"\nprefix = 24");
+    let example = "e.g. \"127.0.0.1:9748\" or \"[::1]:9748\"";
+    one_error(
+        &format!("{base}[metrics]\n"),
+        &format!(
+            "metrics.listen: missing; the address and port the Prometheus endpoint listens on, \
+             {example} (remove the [metrics] table to serve no metrics)"
+        ),
+    );
+    for bad in [
+        "localhost:9748",
+        "127.0.0.1",
+        "::1:9748",
+        "127.0.0.1:99999",
+        "",
+    ] {
+        one_error(
+            &format!("{base}[metrics]\nlisten = \"{bad}\"\n"),
+            &format!(
+                "metrics.listen = \"{bad}\": must be an IP address and a port, {example} \
+                 (IPv6 in brackets; host names are not resolved)"
+            ),
+        );
+    }
+    one_error(
+        &format!("{base}[metrics]\nlisten = \"127.0.0.1:0\"\n"),
+        &format!("metrics.listen = \"127.0.0.1:0\": needs a fixed port (1-65535), {example}"),
+    );
+    one_error(
+        &format!("{base}[metrics]\nlisten = \"[::1]:33062\"\n"),
+        "metrics.listen = \"[::1]:33062\": port 33062 is peer.port, which the peer server \
+         listens on at every address; pick another port",
+    );
+    one_error(
+        &format!("{base}[metrics]\nlisten = \"198.51.100.50:9748\"\n"),
+        &format!(
+            "metrics.listen = \"198.51.100.50:9748\": 198.51.100.50 is a VIP, which moves \
+             between the nodes; listen on an address of the host itself, {example}"
+        ),
+    );
+    let e = errors(&format!("{base}[metrics]\nlisten = 9748\n"));
+    assert_eq!(
+        e[0],
+        "metrics.listen (line 10, column 10): invalid type: integer `9748`, expected a string",
+    );
+    one_error(
+        &format!("{base}[metrics]\nlisten = \"127.0.0.1:9748\"\npath = \"/metrics\"\n"),
+        "metrics.path (line 11, column 1): unknown key; allowed here: listen",
+    );
+    let e = errors(&format!("{base}[metrics]\nlisen = \"127.0.0.1:9748\"\n"));
+    assert_eq!(
+        e[0],
+        "metrics.lisen (line 10, column 1): unknown key; did you mean `listen`?"
+    );
+    assert!(e[1].starts_with("metrics.listen: missing"), "{e:?}");
+    one_error(
+        &format!("metrics = \"127.0.0.1:9748\"\n{base}"),
+        "metrics (line 1, column 11): expected a table ([metrics]), found string",
+    );
+    // Misplaced, the key is found where it belongs.
+    one_error(
+        &format!("{base}listen = \"127.0.0.1:9748\"\n"),
+        "vip.listen (line 9, column 1): unknown key; did you mean `metrics.listen`? (it belongs \
+         in [metrics])",
     );
 }

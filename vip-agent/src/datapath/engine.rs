@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use aya::maps::{HashMap, MapData, PerCpuHashMap};
+use aya::maps::{HashMap, IterableMap, MapData, PerCpuHashMap};
 use aya::programs::{BtfTracePoint, Iter};
 use aya::{Ebpf, EbpfLoader};
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,7 @@ use vip_ebpf_common::{ConnInfo, ConnKey, DstKey, GuardCounters, TrackConfig};
 use super::checks::Capabilities;
 use super::iter_reset::{ResetProgram, permission_hint, run_iter};
 use super::kernel::KernelBtf;
+use super::reader::MapReader;
 use super::track::{self, TrackedConn};
 use super::vip_table::{self, Role, VipTable};
 use super::{Target, guard, pins};
@@ -62,6 +63,8 @@ pub struct Datapath {
     reset: Option<ResetProgram>,
     /// `track_seed` loaded: connections from before the start can be recorded.
     seed: bool,
+    /// `vip_guard` is attached: its counters mean something.
+    guard: bool,
     vips: Option<VipTable>,
     conns: Option<HashMap<MapData, ConnKey, ConnInfo>>,
     counters: Option<PerCpuHashMap<MapData, DstKey, GuardCounters>>,
@@ -69,8 +72,6 @@ pub struct Datapath {
     pins: Option<PathBuf>,
     pub modes: Modes,
     guard_window: Duration,
-    /// Resets that failed as a whole (then the other path was tried).
-    pub reset_errors: u64,
 }
 
 impl Datapath {
@@ -85,13 +86,13 @@ impl Datapath {
             ebpf: None,
             reset: None,
             seed: false,
+            guard: false,
             vips: None,
             conns: None,
             counters: None,
             pins: None,
             modes: Modes::default(),
             guard_window: d.guard_window,
-            reset_errors: 0,
         };
         let forced_netlink = std::env::var("VIP_AGENT_RESET_PATH").is_ok_and(|v| v == "netlink");
         let kernel = match caps.missing_for_tracing() {
@@ -309,6 +310,7 @@ impl Datapath {
                 cfg.datapath.guard_window.as_secs()
             ))
         })();
+        self.guard = result.is_ok();
         self.modes.guard = match result {
             Ok(mode) => mode,
             Err(e) => {
@@ -446,38 +448,63 @@ impl Datapath {
         let Some(table) = &self.vips else {
             return Vec::new();
         };
-        let now = vip_table::monotonic_ns();
-        let conns = self.connections();
         let counters = self
             .counters
             .as_ref()
             .and_then(|m| guard::read_counters(m).ok())
             .unwrap_or_default();
-        let mut out: Vec<VipDatapath> = table
-            .entries()
-            .into_iter()
-            .map(|(vip, s)| {
-                let c = counters.iter().find(|c| c.vip == vip);
-                let get = |f: fn(&guard::VipCounters) -> u64| c.map(f).unwrap_or(0);
-                VipDatapath {
-                    vip,
-                    state: if s.state == vip_ebpf_common::VIP_HELD {
-                        "held".into()
-                    } else {
-                        "released".into()
-                    },
-                    role: Role::name(s.role).into(),
-                    guard_left_ms: s.guard_until_ns.saturating_sub(now) / 1_000_000,
-                    tracked: conns.iter().filter(|c| c.vip.ip() == vip).count(),
-                    packets: get(|c| c.packets),
-                    bytes: get(|c| c.bytes),
-                    rst_sent: get(|c| c.rst_sent),
-                    dropped: get(|c| c.dropped),
-                    neigh_dropped: get(|c| c.neigh_dropped),
-                }
-            })
-            .collect();
-        out.sort_by_key(|v| v.vip);
-        out
+        summarize(table.entries(), &self.connections(), &counters)
     }
+
+    /// Read-only handles on the maps for the metrics endpoint (see [`MapReader`]);
+    /// `None` when neither the guard nor tracking runs (eBPF off, or both turned off).
+    pub fn reader(&self) -> Option<MapReader> {
+        if !self.guard && !self.seed {
+            return None;
+        }
+        let (table, counters) = (self.vips.as_ref()?, self.counters.as_ref()?);
+        let conns = self.conns.as_ref().filter(|_| self.seed).map(|m| m.map());
+        MapReader::new(table.map_data(), self.guard, conns, counters.map())
+            .inspect_err(|e| {
+                error!(
+                    event = "datapath",
+                    "the guard's counters are not in the metrics: {e:#}"
+                )
+            })
+            .ok()
+    }
+}
+
+/// The status of each VIP in the programs' table, from what was read of the maps.
+pub(super) fn summarize(
+    entries: Vec<(IpAddr, vip_ebpf_common::VipState)>,
+    conns: &[TrackedConn],
+    counters: &[guard::VipCounters],
+) -> Vec<VipDatapath> {
+    let now = vip_table::monotonic_ns();
+    let mut out: Vec<VipDatapath> = entries
+        .into_iter()
+        .map(|(vip, s)| {
+            let c = counters.iter().find(|c| c.vip == vip);
+            let get = |f: fn(&guard::VipCounters) -> u64| c.map(f).unwrap_or(0);
+            VipDatapath {
+                vip,
+                state: if s.state == vip_ebpf_common::VIP_HELD {
+                    "held".into()
+                } else {
+                    "released".into()
+                },
+                role: Role::name(s.role).into(),
+                guard_left_ms: s.guard_until_ns.saturating_sub(now) / 1_000_000,
+                tracked: conns.iter().filter(|c| c.vip.ip() == vip).count(),
+                packets: get(|c| c.packets),
+                bytes: get(|c| c.bytes),
+                rst_sent: get(|c| c.rst_sent),
+                dropped: get(|c| c.dropped),
+                neigh_dropped: get(|c| c.neigh_dropped),
+            }
+        })
+        .collect();
+    out.sort_by_key(|v| v.vip);
+    out
 }

@@ -10,6 +10,7 @@ pub mod guard;
 pub mod iter_reset;
 pub mod kernel;
 pub mod pins;
+pub mod reader;
 pub mod sock_destroy;
 pub mod track;
 pub mod vip_table;

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use aya::maps::{HashMap, MapData};
+use aya::maps::{HashMap, IterableMap, MapData};
 use vip_ebpf_common::{
     AF_INET, AF_INET6, DstKey, ROLE_READ, ROLE_WRITE, VIP_HELD, VIP_RELEASED, VipState,
 };
@@ -96,6 +96,14 @@ pub fn expired(state: &VipState, now_ns: u64) -> bool {
     state.state == VIP_RELEASED && state.guard_until_ns <= now_ns
 }
 
+/// Every entry of a `VIPS` map, with its address.
+pub fn entries(map: &HashMap<MapData, DstKey, VipState>) -> Vec<(IpAddr, VipState)> {
+    map.iter()
+        .filter_map(|e| e.ok())
+        .filter_map(|(k, v)| Some((key_addr(&k)?, v)))
+        .collect()
+}
+
 /// The agent's handle on `VIPS`.
 pub struct VipTable {
     map: HashMap<MapData, DstKey, VipState>,
@@ -114,11 +122,12 @@ impl VipTable {
 
     /// Every entry, with its address.
     pub fn entries(&self) -> Vec<(IpAddr, VipState)> {
-        self.map
-            .iter()
-            .filter_map(|e| e.ok())
-            .filter_map(|(k, v)| Some((key_addr(&k)?, v)))
-            .collect()
+        entries(&self.map)
+    }
+
+    /// The map itself, for a read-only duplicate ([`super::reader::MapReader`]).
+    pub fn map_data(&self) -> &MapData {
+        self.map.map()
     }
 
     /// Removes the entries `keep` refuses, and RELEASED ones whose window is over.

@@ -35,6 +35,8 @@ pub struct Poller {
     timed_out_polls: u32,
     /// The last problem logged, so each is logged once when it starts.
     last_problem: Option<String>,
+    /// How long the last view query took (answered or timed out), until taken.
+    round_trip: Option<Duration>,
 }
 
 /// What one attempt at reading the view came to.
@@ -59,7 +61,14 @@ impl Poller {
             last_failure: None,
             timed_out_polls: 0,
             last_problem: None,
+            round_trip: None,
         }
+    }
+
+    /// The round trip of the view query of the last poll that sent one (for the poll
+    /// histogram); `None` once taken, or when no query went out (no connection).
+    pub fn take_round_trip(&mut self) -> Option<Duration> {
+        self.round_trip.take()
     }
 
     pub fn target(&self) -> &MysqlTarget {
@@ -112,7 +121,10 @@ impl Poller {
                 }
             }
         };
-        match timeout(self.target.query_timeout, query::read(conn)).await {
+        let sent = Instant::now();
+        let answer = timeout(self.target.query_timeout, query::read(conn)).await;
+        self.round_trip = Some(sent.elapsed());
+        match answer {
             Err(_) => {
                 self.conn = None;
                 Outcome::TimedOut {
