@@ -30,6 +30,16 @@ pub mod scratch;
 pub mod sim;
 pub mod systemd;
 
+/// A field of a /proc/<pid>/status text, e.g. "CapEff", trimmed ("" when absent).
+pub fn proc_status_field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 /// Whether privileged tests may run. Lab, eBPF and netlink tests need root.
 ///
 /// Outside CI a non-root run skips them with a note on stderr. Under `CI=true` a skip

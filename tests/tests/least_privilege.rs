@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::clients::{all_reset, connect};
 use common::scrape::{LISTEN, sample, scrape};
 use vip_tests::cluster::{Cluster, VipSettings};
+use vip_tests::proc_status_field as field;
 
 const SETTLE: Duration = Duration::from_secs(20);
 /// A system user made for these tests (the .deb makes `vip-agent`).
@@ -38,16 +39,6 @@ fn service_user() -> u32 {
         .trim()
         .parse()
         .unwrap()
-}
-
-/// A /proc status line's value, e.g. "CapEff".
-fn field(status: &str, name: &str) -> String {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use vip_tests::proc_status_field as field;
 use vip_tests::systemd::Container;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -96,16 +97,6 @@ fn status(c: &Container, instance: &str) -> Option<serde_json::Value> {
         .run(&["vip-agent", "status", "--json", "--socket", &socket])
         .ok()?;
     serde_json::from_str(&out).ok()
-}
-
-/// A /proc status line's value, e.g. "CapEff".
-fn field(status: &str, name: &str) -> String {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
 }
 
 #[test]

@@ -93,18 +93,7 @@ async fn failover(settings: VipSettings, crash: bool) {
         cluster.logs()
     );
     let count = cluster.settings.announce_count as usize;
-    let seen = capture
-        .wait_until(SETTLE, |a| {
-            a.iter()
-                .filter(|a| a.ip == vip && a.is_unsolicited())
-                .count()
-                >= count
-        })
-        .unwrap();
-    let ours: Vec<_> = seen
-        .iter()
-        .filter(|a| a.ip == vip && a.is_unsolicited())
-        .collect();
+    let ours = capture.wait_unsolicited(vip, count, SETTLE).unwrap();
     assert_eq!(ours.len(), count, "announcements: {ours:?}");
     assert!(
         ours.iter()
@@ -298,20 +287,8 @@ async fn a_held_vip_is_announced_again_every_reannounce_interval() {
     // Two more rounds from the holder with nothing moving: what a cron job running
     // arping did.
     let count = cluster.settings.announce_count as usize;
-    let seen = capture
-        .wait_until(SETTLE, |a| {
-            a.iter()
-                .filter(|a| a.ip == vip && a.is_unsolicited())
-                .count()
-                >= 2 * count
-        })
-        .unwrap();
-    assert!(
-        seen.iter()
-            .filter(|a| a.ip == vip && a.is_unsolicited())
-            .all(|a| a.port == "h1"),
-        "{seen:?}"
-    );
+    let seen = capture.wait_unsolicited(vip, 2 * count, SETTLE).unwrap();
+    assert!(seen.iter().all(|a| a.port == "h1"), "{seen:?}");
     assert_eq!(cluster.holders(), [0]);
     let rounds = cluster
         .events(0)

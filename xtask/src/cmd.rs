@@ -1,7 +1,7 @@
 //! Running external commands with errors that say what failed.
 
 use anyhow::{Context, Result, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The workspace root (xtask lives one level below it).
@@ -101,4 +101,65 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+/// A cargo subcommand the xtasks install themselves (cargo-fuzz, cargo-deb).
+pub struct CargoTool {
+    /// The crate, and the binary it installs.
+    pub name: &'static str,
+    /// A `cargo install --version` requirement, e.g. `=3.8.0`.
+    pub version: &'static str,
+    /// Its folder under `<target>/tools`.
+    pub folder: &'static str,
+    /// Arguments that make a working install print its version.
+    pub probe: &'static [&'static str],
+}
+
+impl CargoTool {
+    /// The folder holding a working binary, installed there (`cargo install --locked`)
+    /// if missing, so a fresh machine needs nothing by hand.
+    pub fn ensure(&self) -> Result<PathBuf> {
+        let root = target_dir().join("tools").join(self.folder);
+        let bin = root.join("bin");
+        let exe = bin.join(self.name);
+        if self.works(&exe) {
+            return Ok(bin);
+        }
+        eprintln!(
+            "{} is missing; installing it into {}",
+            self.name,
+            root.display()
+        );
+        let started = std::time::Instant::now();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let install = format!(
+            "cargo install {} --locked --version {} --root {}",
+            self.name,
+            self.version,
+            root.display()
+        );
+        run(Command::new(&cargo)
+            .args(["install", self.name, "--locked", "--version", self.version])
+            .arg("--root")
+            .arg(&root))
+        .with_context(|| format!("could not install {}; try `{install}`", self.name))?;
+        eprintln!("{} installed in {:.0?}", self.name, started.elapsed());
+        if !self.works(&exe) {
+            bail!(
+                "{} was installed but does not run; try `{} {}`",
+                exe.display(),
+                exe.display(),
+                self.probe.join(" ")
+            );
+        }
+        Ok(bin)
+    }
+
+    fn works(&self, exe: &Path) -> bool {
+        exe.is_file()
+            && Command::new(exe)
+                .args(self.probe)
+                .output()
+                .is_ok_and(|o| o.status.success())
+    }
 }

@@ -7,15 +7,20 @@
 
 use crate::{build_ebpf, cmd};
 use anyhow::{Context, Result, bail};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
-const CARGO_DEB_VERSION: &str = "3.8.0";
+/// cargo-deb, pinned, installed into `<target>/tools/cargo-deb-3.8.0`.
+const CARGO_DEB: cmd::CargoTool = cmd::CargoTool {
+    name: "cargo-deb",
+    version: "=3.8.0",
+    folder: "cargo-deb-3.8.0",
+    probe: &["--version"],
+};
 
 /// Builds the package and returns its path.
 pub fn run() -> Result<PathBuf> {
-    let tools = ensure_cargo_deb()?;
+    let tools = CARGO_DEB.ensure()?;
     // vip-agent's build script embeds the eBPF object; build it unless one is given.
     let ebpf_object = match std::env::var_os("VIP_EBPF_OBJECT") {
         Some(path) => PathBuf::from(path),
@@ -59,52 +64,4 @@ pub fn run() -> Result<PathBuf> {
         );
     }
     Ok(package)
-}
-
-/// Returns the folder holding a working `cargo-deb`, installing it there if needed.
-fn ensure_cargo_deb() -> Result<PathBuf> {
-    let root = cmd::target_dir()
-        .join("tools")
-        .join(format!("cargo-deb-{CARGO_DEB_VERSION}"));
-    let bin = root.join("bin");
-    if works(&bin.join("cargo-deb")) {
-        return Ok(bin);
-    }
-    eprintln!(
-        "cargo-deb {CARGO_DEB_VERSION} is missing; installing it into {}",
-        root.display()
-    );
-    let started = Instant::now();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    cmd::run(
-        Command::new(&cargo)
-            .args(["install", "cargo-deb", "--locked", "--version"])
-            .arg(format!("={CARGO_DEB_VERSION}"))
-            .arg("--root")
-            .arg(&root),
-    )
-    .with_context(|| {
-        format!(
-            "could not install cargo-deb; try `cargo install cargo-deb --locked --version \
-             ={CARGO_DEB_VERSION} --root {}`",
-            root.display()
-        )
-    })?;
-    eprintln!("cargo-deb installed in {:.0?}", started.elapsed());
-    if !works(&bin.join("cargo-deb")) {
-        bail!(
-            "{} was installed but does not run; try `{} --version`",
-            bin.join("cargo-deb").display(),
-            bin.join("cargo-deb").display()
-        );
-    }
-    Ok(bin)
-}
-
-fn works(cargo_deb: &Path) -> bool {
-    cargo_deb.is_file()
-        && Command::new(cargo_deb)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
 }

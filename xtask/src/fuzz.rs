@@ -7,11 +7,15 @@
 
 use crate::{build_ebpf, cmd};
 use anyhow::{Context, Result, bail};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+use std::path::PathBuf;
 
-const CARGO_FUZZ_VERSION: &str = "0.13";
+/// cargo-fuzz, installed into `<target>/tools/cargo-fuzz`.
+const CARGO_FUZZ: cmd::CargoTool = cmd::CargoTool {
+    name: "cargo-fuzz",
+    version: "^0.13",
+    folder: "cargo-fuzz",
+    probe: &["fuzz", "--version"],
+};
 const TARGET: &str = "peer_frame";
 
 pub fn run(seconds: u64) -> Result<()> {
@@ -19,7 +23,7 @@ pub fn run(seconds: u64) -> Result<()> {
         "fuzzing needs the nightly toolchain; install it with \
          `rustup toolchain install nightly --profile minimal`",
     )?;
-    let tools = ensure_cargo_fuzz()?;
+    let tools = CARGO_FUZZ.ensure()?;
     // vip-agent's build script embeds the eBPF object; build it unless one is given.
     let ebpf_object = match std::env::var_os("VIP_EBPF_OBJECT") {
         Some(path) => PathBuf::from(path),
@@ -70,49 +74,4 @@ pub fn run(seconds: u64) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Returns the folder holding a working `cargo-fuzz`, installing it there if needed.
-fn ensure_cargo_fuzz() -> Result<PathBuf> {
-    let root = cmd::target_dir().join("tools").join("cargo-fuzz");
-    let bin = root.join("bin");
-    if works(&bin.join("cargo-fuzz")) {
-        return Ok(bin);
-    }
-    eprintln!(
-        "cargo-fuzz is missing; installing it into {}",
-        root.display()
-    );
-    let started = Instant::now();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    cmd::run(
-        Command::new(&cargo)
-            .args(["install", "cargo-fuzz", "--locked", "--version"])
-            .arg(format!("^{CARGO_FUZZ_VERSION}"))
-            .arg("--root")
-            .arg(&root),
-    )
-    .with_context(|| {
-        format!(
-            "could not install cargo-fuzz; try `cargo install cargo-fuzz --locked --root {}`",
-            root.display()
-        )
-    })?;
-    eprintln!("cargo-fuzz installed in {:.0?}", started.elapsed());
-    if !works(&bin.join("cargo-fuzz")) {
-        bail!(
-            "{} was installed but does not run; try `{} --version`",
-            bin.join("cargo-fuzz").display(),
-            bin.join("cargo-fuzz").display()
-        );
-    }
-    Ok(bin)
-}
-
-fn works(cargo_fuzz: &Path) -> bool {
-    cargo_fuzz.is_file()
-        && Command::new(cargo_fuzz)
-            .args(["fuzz", "--version"])
-            .output()
-            .is_ok_and(|o| o.status.success())
 }

@@ -105,6 +105,24 @@ impl Capture {
         lock(&self.seen).clear();
     }
 
+    /// Waits until at least `n` unsolicited announcements (gratuitous ARP, unsolicited
+    /// NA) for `ip` were seen, and returns those.
+    pub fn wait_unsolicited(
+        &self,
+        ip: IpAddr,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Announcement>> {
+        let ours = |seen: &[Announcement]| -> Vec<Announcement> {
+            seen.iter()
+                .filter(|a| a.ip == ip && a.is_unsolicited())
+                .cloned()
+                .collect()
+        };
+        let seen = self.wait_until(timeout, |seen| ours(seen).len() >= n)?;
+        Ok(ours(&seen))
+    }
+
     /// Waits until `pred` holds for everything seen so far, polling every 10 ms, and
     /// returns what was seen. On timeout the error lists what was seen instead.
     pub fn wait_until(
