@@ -78,7 +78,10 @@ pub fn summary(cfg: &Config) -> String {
         );
     }
     if let Some(gw) = v.gateway {
-        row("gateway", gw.to_string());
+        row(
+            "gateway",
+            format!("{gw} (not used: vip-agent never changes the group's membership)"),
+        );
     }
     if v.kill_connections_on_demotion {
         row("on demotion", "kill client connections".to_string());
