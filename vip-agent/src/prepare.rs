@@ -180,6 +180,9 @@ pub fn run(cfg: &Config, config_path: &Path, user: &str) -> Result<Vec<String>, 
     }
     let user = ServiceUser::lookup(user).map_err(|e| vec![e])?;
     let mut done = Vec::new();
+    if let Some(note) = name_mismatch(cfg, config_path) {
+        done.push(note);
+    }
     let mut problems = Vec::new();
     match prepare_pins(cfg, &user) {
         Ok(lines) => done.extend(lines),
@@ -188,7 +191,7 @@ pub fn run(cfg: &Config, config_path: &Path, user: &str) -> Result<Vec<String>, 
     let socket_dir = cfg.control.socket.parent().unwrap_or(Path::new("/"));
     if !socket_dir.exists() {
         let made = std::fs::create_dir_all(socket_dir)
-            .and_then(|()| std::fs::set_permissions(socket_dir, PermissionsExt::from_mode(0o750)))
+            .and_then(|()| std::fs::set_permissions(socket_dir, PermissionsExt::from_mode(0o700)))
             .map_err(|e| e.to_string())
             .and_then(|()| give(socket_dir, &user));
         match made {
@@ -219,6 +222,23 @@ pub fn run(cfg: &Config, config_path: &Path, user: &str) -> Result<Vec<String>, 
     } else {
         Err(problems)
     }
+}
+
+/// A note when the file's name is not the instance's: the unit `vip-agent@NAME` reads
+/// `/etc/vip-agent/NAME.toml`, while the socket, the pins and `status`' hints follow
+/// `instance`, so two names for one agent confuse whoever looks for it.
+fn name_mismatch(cfg: &Config, config_path: &Path) -> Option<String> {
+    let stem = config_path.file_stem()?.to_str()?;
+    (stem != cfg.instance).then(|| {
+        format!(
+            "note: {} sets instance = {:?}; name the file {}.toml (and the unit \
+             vip-agent@{}) so that one name finds the agent everywhere",
+            config_path.display(),
+            cfg.instance,
+            cfg.instance,
+            cfg.instance
+        )
+    })
 }
 
 /// The pin folder, owned by the user, reachable through searchable folders.

@@ -284,10 +284,10 @@ impl Settings {
             let why = match name.as_str() {
                 "mgr_vip_broad" => "obsolete in greatdb_ha itself; nothing replaces it".to_string(),
                 "force_change_mgr_vip" => {
-                    "runtime-only (write ON to rebuild the bindings); its vip-agent equivalent will be a CLI command, not a setting".to_string()
+                    "runtime-only (write ON to rebuild the bindings); with vip-agent run `vip-agent force-rebind`".to_string()
                 }
                 "vip_tope" => {
-                    "runtime-only manual read-VIP placement; its vip-agent equivalent will be a CLI command, not a setting".to_string()
+                    "runtime-only manual read-VIP placement; with vip-agent run `vip-agent set-topology \"uuid::vip; …\"`".to_string()
                 }
                 known if KNOWN.contains(&known) => continue,
                 _ => "not a greatdb_ha setting vip-agent knows".to_string(),

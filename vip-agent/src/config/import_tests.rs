@@ -89,7 +89,8 @@ fn every_setting_is_carried_over() {
     for want in [
         "my.cnf:16: greatdb_ha_mgr_vip_broad: obsolete",
         "my.cnf:17: greatdb_ha_force_change_mgr_vip: runtime-only",
-        "will be a CLI command",
+        "with vip-agent run `vip-agent force-rebind`",
+        "with vip-agent run `vip-agent set-topology",
         "my.cnf:18: greatdb_ha_vip_tope: runtime-only manual read-VIP placement",
         "my.cnf:19: greatdb_ha_something_new: not a greatdb_ha setting vip-agent knows",
         "my.cnf:5: plugin_load_add loads the greatdb_ha plugin",

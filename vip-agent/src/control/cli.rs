@@ -2,7 +2,7 @@
 //! `force-rebind`, `reload`): find the socket, send the request, print the answer, and
 //! return the exit code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::client::{self, NotListening};
@@ -13,15 +13,17 @@ use crate::config;
 #[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     /// The agent's config file; only its control socket (control.socket, or
-    /// /run/vip-agent/<instance>.sock) is read from it.
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    /// /run/vip-agent/<instance>.sock) is read from it. Default: the only
+    /// /etc/vip-agent/*.toml.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The agent's control socket; overrides --config.
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 }
 
-pub const DEFAULT_CONFIG: &str = "/etc/vip-agent/vip-agent.toml";
+/// Where the configs are (one per instance): without --config, the only one there.
+pub const CONFIG_DIR: &str = "/etc/vip-agent";
 
 /// Done, a status or a topology.
 pub const EXIT_OK: i32 = 0;
@@ -82,7 +84,10 @@ pub fn socket_path(target: &Target) -> Result<PathBuf, String> {
     if let Some(socket) = &target.socket {
         return Ok(socket.clone());
     }
-    let path = &target.config;
+    let path = &match &target.config {
+        Some(path) => path.clone(),
+        None => only_config(Path::new(CONFIG_DIR))?,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| {
         format!(
             "cannot read {}: {e}; name the agent's config with --config FILE (e.g. /etc/vip-agent/<instance>.toml) or its socket with --socket PATH",
@@ -102,6 +107,37 @@ pub fn socket_path(target: &Target) -> Result<PathBuf, String> {
     })
 }
 
+/// The one config in `dir`, when --config is not given; with none or several, an error
+/// that lists what is there.
+fn only_config(dir: &Path) -> Result<PathBuf, String> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(format!(
+            "no config in {}: name the agent's config with --config FILE or its socket with \
+             --socket PATH",
+            dir.display()
+        )),
+        several => Err(format!(
+            "several instances are configured in {} ({}): name one with --config FILE",
+            dir.display(),
+            several
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,7 +145,7 @@ mod tests {
 
     fn target(config: PathBuf, socket: Option<&str>) -> Target {
         Target {
-            config,
+            config: Some(config),
             socket: socket.map(PathBuf::from),
         }
     }
@@ -160,6 +196,26 @@ mod tests {
             format!(
                 "{} does not give a usable control socket (or pass --socket PATH):\ncontrol.socket = \"rel.sock\": must be an absolute path",
                 cfg.display()
+            )
+        );
+    }
+
+    #[test]
+    fn without_config_the_only_one_in_the_folder_is_used() {
+        let dir = TempDir::new("ctl-only");
+        let err = only_config(&dir.0).unwrap_err();
+        assert!(err.starts_with("no config in "), "{err}");
+        let one = dir.write("mgr3306.toml", "instance = \"mgr3306\"\n");
+        dir.write("notes.txt", "not a config");
+        assert_eq!(only_config(&dir.0), Ok(one.clone()));
+        let two = dir.write("mgr3307.toml", "instance = \"mgr3307\"\n");
+        assert_eq!(
+            only_config(&dir.0).unwrap_err(),
+            format!(
+                "several instances are configured in {} ({}, {}): name one with --config FILE",
+                dir.0.display(),
+                one.display(),
+                two.display()
             )
         );
     }
