@@ -213,6 +213,13 @@ fn the_deb_installs_runs_under_systemd_and_removes_cleanly() {
         "{privileges}"
     );
     ok(&c, c.run(&["test", "-d", "/sys/fs/bpf/vip-agent/t1"]));
+    // mysqld's socket is often /tmp/mysql.sock: the sandbox must leave /tmp (and /home)
+    // visible, or the agent would see mysqld as down and release the write VIP.
+    ok(&c, c.run(&["touch", "/tmp/mysql.sock.seen", "/home/seen"]));
+    for path in ["/tmp/mysql.sock.seen", "/home/seen"] {
+        let seen = c.run(&["nsenter", "-t", &pid.to_string(), "-m", "test", "-e", path]);
+        assert!(seen.is_ok(), "{path} is hidden from the agent: {seen:?}");
+    }
     let link = ok(&c, c.run(&["ip", "link", "show", "eth0"]));
     assert!(link.contains("xdp"), "the guard is not on eth0: {link}");
 
