@@ -133,3 +133,34 @@ async fn without_cap_bpf_and_the_guard_on_the_agent_refuses_to_start_and_names_t
         "{stderr}"
     );
 }
+
+/// The unit's set is minimal: without any one of the four (CAP_SYS_ADMIN, which stands
+/// in for CAP_BPF and CAP_PERFMON, dropped too), the agent refuses to start and names
+/// exactly that one.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_of_the_four_capabilities_is_needed() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    for (cap, name) in [
+        ("net_admin", "CAP_NET_ADMIN"),
+        ("net_raw", "CAP_NET_RAW"),
+        ("bpf", "CAP_BPF"),
+        ("perfmon", "CAP_PERFMON"),
+    ] {
+        let (code, stderr) = refused_start("d1", &format!("{cap},sys_admin"));
+        assert_eq!(code, Some(1), "without {name}: {stderr}");
+        let lacks = stderr
+            .split("vip-agent lacks ")
+            .nth(1)
+            .and_then(|rest| rest.split(". Grant").next())
+            .unwrap_or_default();
+        let others = ["CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_BPF", "CAP_PERFMON"]
+            .into_iter()
+            .filter(|other| *other != name && lacks.contains(other));
+        assert!(
+            lacks.starts_with(&format!("{name} (")) && others.count() == 0,
+            "without {name}, the agent should name only it: {stderr}"
+        );
+    }
+}

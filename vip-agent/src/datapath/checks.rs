@@ -79,19 +79,23 @@ impl Capabilities {
                 "CAP_PERFMON (for the tracker and the iter/tcp reset)",
             ));
         }
-        let missing: Vec<&str> = needed
+        let missing: Vec<(u32, &str)> = needed
             .into_iter()
             // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON.
             .filter(|(cap, _)| {
                 !(self.has(*cap)
                     || (matches!(*cap, CAP_BPF | CAP_PERFMON) && self.has(CAP_SYS_ADMIN)))
             })
-            .map(|(_, what)| what)
             .collect();
         if missing.is_empty() {
             return Ok(());
         }
-        let ebpf_off = if ebpf {
+        // Turning eBPF off is a way out only when an eBPF capability is what is missing.
+        let ebpf_missing = missing
+            .iter()
+            .any(|(cap, _)| matches!(*cap, CAP_BPF | CAP_PERFMON));
+        let missing: Vec<&str> = missing.into_iter().map(|(_, what)| what).collect();
+        let ebpf_off = if ebpf_missing {
             " Or, to run without eBPF (no guard, no tracking; connections are then reset \
              over netlink), set datapath.guard = false and datapath.track = false."
         } else {
@@ -177,6 +181,8 @@ mod tests {
         ] {
             assert!(e.contains(fix), "{fix}: {e}");
         }
+        // The eBPF way out is offered only when an eBPF capability is missing.
+        assert!(!e.contains("datapath.guard = false"), "{e}");
         // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON.
         let old_style = caps(&format!("{:x}", (1u64 << 21) | (1 << 12) | (1 << 13)));
         old_style.require(true).unwrap();
