@@ -103,7 +103,6 @@ impl Agent {
         if first_look {
             for &vip in want.intersection(bound) {
                 info!(event = "adopted", vip = %vip, nic = %self.cfg.vip.nic, "{} is already bound here; adopting it", self.kind(vip));
-                self.metrics.set_held(vip, true);
                 self.datapath.mark_held(vip, self.role(vip));
                 self.announce(vip);
             }
@@ -143,8 +142,8 @@ impl Agent {
             .await?;
         let kind = self.kind(vip);
         if self.seen_bound.as_ref().is_some_and(|s| s.contains(&vip)) {
-            // Not a move: the VIP never left this node as far as the group knows.
-            self.metrics.set_held(vip, true);
+            // Not a move: the VIP never left this node as far as the group knows (the
+            // held gauge is set by `reconcile`).
             warn!(event = "readded", vip = %vip, nic = %nic, "{kind} {vip} was deleted outside the agent; re-added it");
         } else {
             self.metrics.bound(vip);

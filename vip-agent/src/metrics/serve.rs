@@ -36,11 +36,6 @@ pub async fn bind(listen: SocketAddr) -> Result<TcpListener> {
         .with_context(|| format!("cannot serve metrics on {listen} (metrics.listen)"))
 }
 
-/// Binds `listen` and serves the registry there until the runtime stops.
-pub async fn serve(listen: SocketAddr, registry: Arc<Registry>) -> Result<JoinHandle<()>> {
-    Ok(serve_on(bind(listen).await?, registry))
-}
-
 /// Serves the registry on a bound listener until the runtime stops.
 pub fn serve_on(listener: TcpListener, registry: Arc<Registry>) -> JoinHandle<()> {
     if let Ok(listen) = listener.local_addr() {

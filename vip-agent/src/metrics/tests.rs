@@ -192,8 +192,7 @@ async fn the_endpoint_answers_get_metrics_only() {
 async fn a_taken_address_names_the_key_the_address_and_the_os_error() {
     let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = taken.local_addr().unwrap();
-    let m = Metrics::new(&vips(), Arc::new(Stats::default()), None);
-    let e = serve::serve(addr, m.registry()).await.unwrap_err();
+    let e = serve::bind(addr).await.unwrap_err();
     let text = format!("{e:#}");
     assert!(
         text.starts_with(&format!(
