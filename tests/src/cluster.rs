@@ -347,6 +347,26 @@ impl Cluster {
         Ok(())
     }
 
+    /// Writes the config file `<name>.toml` for an agent on host `i` with `settings`
+    /// (its instance `<lab id>-<instance>-<name>`, its socket `<name>.sock`).
+    pub fn write_config_named(
+        &self,
+        i: usize,
+        settings: &VipSettings,
+        name: &str,
+    ) -> Result<PathBuf> {
+        let config = self.dir.join(format!("{name}.toml"));
+        fs::write(
+            &config,
+            self.agent_settings(settings, name).toml(
+                &self.password_file(i),
+                &self.key_file(),
+                &self.socket(name),
+            ),
+        )?;
+        Ok(config)
+    }
+
     /// Runs `vip-agent VERB ARGS --socket <agent i's socket>` and returns its output.
     pub fn control(&self, i: usize, verb: &[&str]) -> Result<std::process::Output> {
         let socket = self.socket(&format!("h{}", i + 1)).display().to_string();
@@ -373,16 +393,8 @@ impl Cluster {
     /// Starts one more agent on host `i` with other settings (another instance beside
     /// the same mysqld); `name` names its config and log files. The caller owns it.
     pub fn spawn_agent_with(&self, i: usize, settings: &VipSettings, name: &str) -> Result<Agent> {
-        let config = self.dir.join(format!("{name}.toml"));
+        let config = self.write_config_named(i, settings, name)?;
         let socket = self.socket(name);
-        fs::write(
-            &config,
-            self.agent_settings(settings, name).toml(
-                &self.password_file(i),
-                &self.key_file(),
-                &socket,
-            ),
-        )?;
         let log = self.dir.join(format!("{name}.log"));
         let log_file = fs::OpenOptions::new()
             .create(true)

@@ -40,6 +40,39 @@ pub fn proc_status_field(status: &str, name: &str) -> String {
         .to_string()
 }
 
+/// The system user the tests run agents as (the .deb makes `vip-agent`); created once
+/// if missing, and left for the next run. Returns its uid.
+pub fn service_user() -> u32 {
+    const USER: &str = SERVICE_USER;
+    let id = |flag| {
+        std::process::Command::new("id")
+            .args([flag, USER])
+            .output()
+            .expect("running id")
+    };
+    if !id("-u").status.success() {
+        let out = std::process::Command::new("useradd")
+            .args([
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                USER,
+            ])
+            .output()
+            .expect("running useradd");
+        assert!(out.status.success(), "useradd: {out:?}");
+    }
+    String::from_utf8_lossy(&id("-u").stdout)
+        .trim()
+        .parse()
+        .expect("a uid from id -u")
+}
+
+/// The name of [`service_user`].
+pub const SERVICE_USER: &str = "vip-agent-lab";
+
 /// Whether privileged tests may run. Lab, eBPF and netlink tests need root.
 ///
 /// Outside CI a non-root run skips them with a note on stderr. Under `CI=true` a skip

@@ -202,3 +202,42 @@ async fn no_agent_listening() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn another_user_is_refused_even_when_the_socket_is_open_to_all() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let dir = TempDir::new("ctl-cred");
+    // Others may reach the folder and the socket: as after a careless chmod.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.join("mgr3306.sock");
+    fake_agent(&socket);
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let socket = socket.to_str().unwrap();
+    let out = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(vip_tests::agent_binary())
+        .args(["status", "--socket", socket])
+        .output()
+        .await
+        .expect("setpriv runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("uid 65534 may not use this agent's control socket: only root and"),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(!stdout.contains("mgr3306"), "{stdout}");
+    // Root still is.
+    let (code, out, err) = agent(&["status", "--socket", socket]).await;
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+}

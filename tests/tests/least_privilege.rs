@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::clients::{all_reset, connect};
@@ -14,32 +13,8 @@ use vip_tests::cluster::{Cluster, VipSettings};
 use vip_tests::proc_status_field as field;
 
 const SETTLE: Duration = Duration::from_secs(20);
-/// A system user made for these tests (the .deb makes `vip-agent`).
-const USER: &str = "vip-agent-lab";
-
-/// Creates the test's system user if it is missing; it stays for the next run.
-fn service_user() -> u32 {
-    let id = |flag| Command::new("id").args([flag, USER]).output().unwrap();
-    if !id("-u").status.success() {
-        let out = Command::new("useradd")
-            .args([
-                "--system",
-                "--user-group",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                USER,
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "useradd: {out:?}");
-    }
-    String::from_utf8(id("-u").stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
+use vip_tests::SERVICE_USER as USER;
+use vip_tests::service_user;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_user_with_the_unit_capabilities_fails_over_and_keeps_only_two() {

@@ -174,24 +174,21 @@ fn run(path: &Path) -> Result<()> {
 
 fn prepare(path: &Path, user: &str) -> Result<()> {
     let cfg = load_config(path);
-    match vip_agent::prepare::run(&cfg, path, user) {
-        Ok(done) => {
-            for line in done {
-                println!("vip-agent prepare: {line}");
-            }
-            Ok(())
-        }
-        Err(problems) => {
-            eprintln!(
-                "vip-agent prepare: {user} cannot run instance {} yet:",
-                cfg.instance
-            );
-            for p in problems {
-                eprintln!("  - {p}");
-            }
-            std::process::exit(1);
-        }
+    let report = vip_agent::prepare::run(&cfg, path, user);
+    for line in &report.done {
+        println!("vip-agent prepare: {line}");
     }
+    if report.problems.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "vip-agent prepare: {user} cannot run instance {} yet:",
+        cfg.instance
+    );
+    for p in report.problems {
+        eprintln!("  - {p}");
+    }
+    std::process::exit(1);
 }
 
 fn release(path: &Path) -> Result<()> {

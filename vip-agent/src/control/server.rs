@@ -2,20 +2,24 @@
 //! out, per connection. The agent's loop answers through a channel ([`Incoming`]); this
 //! module owns only the socket file, the framing, the limits and the timeouts.
 //!
-//! The socket is mode 0600 and owned by whoever runs the agent (root under systemd), so
-//! only that user can talk to the agent: there is no other authentication. Its folder is
-//! created mode 0700 when it does not exist.
+//! The socket is mode 0600 and owned by whoever runs the agent, so only that user (and
+//! root) can reach it; its folder is created mode 0700 when it does not exist. The mode
+//! is not the only check: every connection's peer credentials (`SO_PEERCRED`) must be
+//! root's or the agent's own uid, so a socket made reachable by mistake (a chmod, a
+//! folder shared with others) still answers nobody else. At most
+//! [`Limits::max_connections`] are served at once; more get an error at once.
 
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -38,6 +42,8 @@ pub struct Limits {
     pub read_timeout: Duration,
     /// How long the agent may take to answer (a force-rebind or reload takes seconds).
     pub reply_timeout: Duration,
+    /// Connections served at once; more are answered with an error and closed.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -46,6 +52,8 @@ impl Default for Limits {
             max_request: 64 * 1024,
             read_timeout: Duration::from_secs(5),
             reply_timeout: Duration::from_secs(30),
+            // The CLI opens one connection per verb: a handful of operators and scripts.
+            max_connections: 16,
         }
     }
 }
@@ -230,11 +238,33 @@ async fn accept_loop(
     tx: mpsc::Sender<Incoming>,
     limits: Limits,
 ) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, tx.clone(), limits));
+                    if let Some(refusal) = refuse_peer(&stream, me) {
+                        tokio::spawn(answer(stream, refusal, limits));
+                        continue;
+                    }
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        let busy = Response::Error {
+                            message: format!(
+                                "the agent is already serving {} control connections; try \
+                                 again in a moment",
+                                limits.max_connections
+                            ),
+                        };
+                        tokio::spawn(answer(stream, busy, limits));
+                        continue;
+                    };
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        connection(stream, tx, limits).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors, typically: wait rather than spin.
@@ -248,14 +278,52 @@ async fn accept_loop(
     }
 }
 
+/// Why this connection may not talk to the agent (its peer is neither root nor the
+/// agent's own user), as the error it is sent; `None` when it may.
+fn refuse_peer(stream: &UnixStream, me: u32) -> Option<Response> {
+    let message = match stream.peer_cred() {
+        Ok(cred) if cred.uid() == 0 || cred.uid() == me => return None,
+        Ok(cred) => {
+            warn!(
+                event = "control_refused",
+                uid = cred.uid(),
+                pid = ?cred.pid(),
+                "control socket: refused uid {} (only root and uid {me} may use it)",
+                cred.uid()
+            );
+            format!(
+                "uid {} may not use this agent's control socket: only root and the agent's \
+                 own user (uid {me}) may; run the command as one of them (e.g. with sudo)",
+                cred.uid()
+            )
+        }
+        Err(e) => format!("the control socket cannot tell who is calling ({e}); refused"),
+    };
+    Some(Response::Error { message })
+}
+
+/// Reads the request line and answers `response` whatever it asked (refusals): a
+/// client still writing its request when the connection closed would see only a broken
+/// pipe, not why.
+async fn answer(stream: UnixStream, response: Response, limits: Limits) {
+    let (read, write) = stream.into_split();
+    let _ = read_request(read, &limits).await;
+    send(write, &response).await;
+}
+
 /// One request, one answer, then close.
 async fn connection(stream: UnixStream, tx: mpsc::Sender<Incoming>, limits: Limits) {
-    let (read, mut write) = stream.into_split();
+    let (read, write) = stream.into_split();
     let response = match read_request(read, &limits).await {
         Ok(request) => ask(&tx, request, limits.reply_timeout).await,
         Err(message) => Response::Error { message },
     };
-    let mut line = serde_json::to_vec(&response).unwrap_or_else(|e| {
+    send(write, &response).await;
+}
+
+/// Writes `response` as one line, within [`WRITE_TIMEOUT`].
+async fn send(mut write: tokio::net::unix::OwnedWriteHalf, response: &Response) {
+    let mut line = serde_json::to_vec(response).unwrap_or_else(|e| {
         serde_json::to_vec(&Response::Error {
             message: format!("the agent's answer could not be encoded: {e}"),
         })

@@ -308,6 +308,46 @@ async fn a_silent_client_is_dropped_after_the_read_timeout() {
 }
 
 #[tokio::test]
+async fn connections_over_the_cap_get_an_error_and_the_rest_go_on() {
+    let dir = TempDir::new("ctl-cap");
+    let limits = Limits {
+        max_connections: 3,
+        ..Limits::default()
+    };
+    let (path, _server) = served(&dir, limits);
+    // Three clients that connect and send nothing hold every slot.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(UnixStream::connect(&path).await.unwrap());
+    }
+    // The server has counted them once a fourth is turned away.
+    let mut refused = None;
+    for _ in 0..100 {
+        let message = error_message(raw(&path, b"\"Status\"\n".to_vec()).await);
+        if message.contains("already serving 3 control connections") {
+            refused = Some(message);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused.is_some(), "a fourth connection was served");
+    drop(silent);
+    // Their slots come back when they close.
+    let mut served_again = false;
+    for _ in 0..100 {
+        if matches!(
+            call(&path, &Request::Status, CALL).await,
+            Ok(Response::Status(_))
+        ) {
+            served_again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(served_again);
+}
+
+#[tokio::test]
 async fn an_agent_that_does_not_answer_times_out() {
     let dir = TempDir::new("ctl-mute");
     let path = dir.0.join("agent.sock");

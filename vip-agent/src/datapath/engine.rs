@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use aya::maps::{HashMap, IterableMap, MapData, PerCpuHashMap};
+use aya::programs::links::FdLink;
 use aya::programs::{BtfTracePoint, Iter};
 use aya::{Ebpf, EbpfLoader};
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,9 @@ pub struct Datapath {
     counters: Option<PerCpuHashMap<MapData, DstKey, GuardCounters>>,
     /// The instance's pin folder; `None` when nothing can be pinned.
     pins: Option<PathBuf>,
+    /// The program links when there is no pin folder: a link detaches its program when
+    /// its last reference goes, so without a pin the agent itself must hold it.
+    links: Vec<FdLink>,
     pub modes: Modes,
     guard_window: Duration,
 }
@@ -91,6 +95,7 @@ impl Datapath {
             conns: None,
             counters: None,
             pins: None,
+            links: Vec::new(),
             modes: Modes::default(),
             guard_window: d.guard_window,
         };
@@ -254,9 +259,8 @@ impl Datapath {
                 .attach()
                 .map_err(|e| permission_hint(e.into(), "attach the tracker (tp_btf)"))?;
             let link = program.take_link(id)?;
-            if let Some(dir) = &self.pins {
-                pins::replace_link(dir, pins::TRACK_LINK, link.into())?;
-            }
+            self.keep_link(pins::TRACK_LINK, link.into())?;
+            let ebpf = self.ebpf.as_mut().context("eBPF is off")?;
             let seed: &mut Iter = ebpf
                 .program_mut("track_seed")
                 .context("no track_seed program")?
@@ -296,9 +300,7 @@ impl Datapath {
                 XdpMode::Generic => aya::programs::XdpMode::Skb,
             };
             let link = guard::attach(ebpf, &cfg.vip.nic, mode)?;
-            if let Some(dir) = &dir {
-                pins::replace_link(dir, pins::GUARD_LINK, link)?;
-            }
+            self.keep_link(pins::GUARD_LINK, link)?;
             let mode = match mode {
                 aya::programs::XdpMode::Skb => "generic",
                 aya::programs::XdpMode::Driver => "native",
@@ -323,6 +325,18 @@ impl Datapath {
                 format!("off ({e:#})")
             }
         };
+    }
+
+    /// Pins `link` as `name` (it then outlives the agent), or holds it for as long as
+    /// the agent runs when nothing can be pinned.
+    fn keep_link(&mut self, name: &str, link: FdLink) -> Result<()> {
+        match &self.pins {
+            Some(dir) => pins::replace_link(dir, name, link).map(drop),
+            None => {
+                self.links.push(link);
+                Ok(())
+            }
+        }
     }
 
     fn start_reset(&mut self, kernel: &Result<KernelBtf, String>) {

@@ -35,7 +35,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("VIP_EBPF_OBJECT"));
 
 /// Where bpffs is normally mounted, and the agent's folder in it.
 pub const BPFFS: &str = "/sys/fs/bpf";
-const PIN_ROOT: &str = "vip-agent";
+pub const PIN_ROOT: &str = "vip-agent";
 
 /// Loads the embedded object into the kernel (maps created, programs not yet loaded).
 ///
@@ -101,7 +101,7 @@ pub fn remove_empty_pin_dir(instance: &str) {
     let _ = std::fs::remove_dir(&root);
 }
 
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+pub const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// Fails with the mount command when `path` is not a bpffs mount.
 pub fn ensure_bpffs(path: &Path) -> Result<()> {

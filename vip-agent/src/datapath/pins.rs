@@ -63,6 +63,11 @@ pub const MAPS: &[PinnedMap] = &[
 pub const TRACK_LINK: &str = "track_link";
 pub const GUARD_LINK: &str = "guard_link";
 
+/// Every name the agent pins in its folder: the maps, then the links.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    MAPS.iter().map(|m| m.file).chain([TRACK_LINK, GUARD_LINK])
+}
+
 /// The expected `max_entries` of a pinned map.
 fn max_entries(map: &PinnedMap, tracked_connections: u32) -> u32 {
     match map.map {
@@ -132,8 +137,7 @@ mod tests {
 
     #[test]
     fn pin_files_are_distinct_and_readable_names() {
-        let mut files: Vec<&str> = MAPS.iter().map(|m| m.file).collect();
-        files.extend([TRACK_LINK, GUARD_LINK]);
+        let mut files: Vec<&str> = names().collect();
         let n = files.len();
         files.sort();
         files.dedup();

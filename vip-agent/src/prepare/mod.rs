@@ -10,13 +10,17 @@
 //! - The control socket's folder must be writable by the user.
 //! - The files the agent reads (config, password, peer key, TLS) must be readable by it.
 //!
-//! It changes nothing else and is safe to run at every start. The checks that decide
-//! (who may read or write what) are pure functions, tested without root.
+//! It changes nothing else and is safe to run at every start. It never follows a link
+//! planted by the service user ([`walk`]): anything in the pin folder that is not one of
+//! the agent's own pins (a link, a hard-linked file, an unknown name, a folder) is left
+//! alone and named in the output. The checks that decide (who may read or write what)
+//! are pure functions, tested without root.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+mod walk;
+
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{Gid, Uid, User, chown};
+use nix::unistd::{Gid, Uid, User};
 
 use crate::config::{Config, MysqlEndpoint};
 use crate::datapath;
@@ -88,49 +92,43 @@ impl ServiceUser {
     }
 
     /// Why this user cannot have `access` to `path` (every folder above it searched),
-    /// or `None`.
+    /// or `None`. The path is walked as [`walk::resolve`] walks it: a link that root
+    /// does not own is itself a problem, and is not followed.
     pub fn denied(&self, path: &Path, access: Access) -> Option<String> {
-        let path = &std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let mut walked = PathBuf::from("/");
-        for part in path
-            .parent()
-            .into_iter()
-            .flat_map(|p| p.components())
-            .skip(1)
-        {
-            walked.push(part);
-            match std::fs::metadata(&walked) {
-                Ok(m) if self.allowed(m.uid(), m.gid(), m.mode(), 0o1) => {}
-                Ok(m) => {
-                    return Some(format!(
-                        "the folder {} (owner {}:{}, mode {:04o}) does not let {} search it",
-                        walked.display(),
-                        m.uid(),
-                        m.gid(),
-                        m.mode() & 0o7777,
-                        self.name
-                    ));
-                }
-                Err(e) => return Some(format!("{}: {e}", walked.display())),
+        let resolved = match walk::resolve(path) {
+            Ok(r) => r,
+            Err(e) => return Some(e),
+        };
+        for (folder, st) in &resolved.folders {
+            if !self.allowed(st.st_uid, st.st_gid, st.st_mode, 0o1) {
+                return Some(format!(
+                    "the folder {} (owner {}:{}, mode {:04o}) does not let {} search it",
+                    folder.display(),
+                    st.st_uid,
+                    st.st_gid,
+                    st.st_mode & 0o7777,
+                    self.name
+                ));
             }
         }
-        match std::fs::metadata(path) {
-            Ok(m) if self.allowed(m.uid(), m.gid(), m.mode(), access.bits()) => None,
-            Ok(m) => Some(format!(
-                "{} (owner {}:{}, mode {:04o}) is not {} by {}",
-                path.display(),
-                m.uid(),
-                m.gid(),
-                m.mode() & 0o7777,
-                match access {
-                    Access::Read => "readable",
-                    Access::Write => "writable",
-                    Access::CreateIn => "writable",
-                },
-                self.name
-            )),
-            Err(e) => Some(format!("{}: {e}", path.display())),
+        let Some(st) = resolved.target else {
+            return Some(format!("{}: No such file or directory", path.display()));
+        };
+        if self.allowed(st.st_uid, st.st_gid, st.st_mode, access.bits()) {
+            return None;
         }
+        Some(format!(
+            "{} (owner {}:{}, mode {:04o}) is not {} by {}",
+            resolved.path.display(),
+            st.st_uid,
+            st.st_gid,
+            st.st_mode & 0o7777,
+            match access {
+                Access::Read => "readable",
+                Access::Write | Access::CreateIn => "writable",
+            },
+            self.name
+        ))
     }
 }
 
@@ -169,59 +167,52 @@ fn files_read(cfg: &Config, config_path: &Path, user: &str) -> Vec<(PathBuf, Acc
     files
 }
 
-/// Runs the preparation. Returns what was done, or every problem with its fix.
-pub fn run(cfg: &Config, config_path: &Path, user: &str) -> Result<Vec<String>, Vec<String>> {
+/// What a preparation did, and what still stops the agent from starting.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// What was changed or noticed (warnings included), for the journal.
+    pub done: Vec<String>,
+    /// Each problem with its fix; the agent cannot start while there is one.
+    pub problems: Vec<String>,
+}
+
+/// Runs the preparation: everything it can do is done, every problem is reported.
+pub fn run(cfg: &Config, config_path: &Path, user: &str) -> Report {
+    let mut report = Report::default();
     if !Uid::effective().is_root() {
-        return Err(vec![
+        report.problems.push(
             "vip-agent prepare must run as root (the unit runs it as \
              `ExecStartPre=+/usr/bin/vip-agent prepare …`; the + gives it root)"
                 .into(),
-        ]);
+        );
+        return report;
     }
-    let user = ServiceUser::lookup(user).map_err(|e| vec![e])?;
-    let mut done = Vec::new();
+    let user = match ServiceUser::lookup(user) {
+        Ok(user) => user,
+        Err(e) => {
+            report.problems.push(e);
+            return report;
+        }
+    };
     if let Some(note) = name_mismatch(cfg, config_path) {
-        done.push(note);
+        report.done.push(note);
     }
-    let mut problems = Vec::new();
     match prepare_pins(cfg, &user) {
-        Ok(lines) => done.extend(lines),
-        Err(e) => problems.push(e),
+        Ok(lines) => report.done.extend(lines),
+        Err(e) => report.problems.push(e),
     }
     let socket_dir = cfg.control.socket.parent().unwrap_or(Path::new("/"));
-    if !socket_dir.exists() {
-        let made = std::fs::create_dir_all(socket_dir)
-            .and_then(|()| std::fs::set_permissions(socket_dir, PermissionsExt::from_mode(0o700)))
-            .map_err(|e| e.to_string())
-            .and_then(|()| give(socket_dir, &user));
-        match made {
-            Ok(()) => done.push(format!(
-                "created {} for the control socket, owned by {}",
-                socket_dir.display(),
-                user.name
-            )),
-            Err(e) => problems.push(format!("{}: {e}", socket_dir.display())),
-        }
-    } else if let Some(why) = user.denied(socket_dir, Access::CreateIn) {
-        problems.push(format!(
-            "control.socket: {why}; the agent creates its socket there. Fix: `chown {} {}`, \
-             or put control.socket in a folder {} owns (the packaged unit's \
-             RuntimeDirectory=vip-agent makes /run/vip-agent)",
-            user.name,
-            socket_dir.display(),
-            user.name
-        ));
+    match socket_folder(socket_dir, &user) {
+        Ok(Some(line)) => report.done.push(line),
+        Ok(None) => {}
+        Err(e) => report.problems.push(e),
     }
     for (path, access, fix) in files_read(cfg, config_path, &user.name) {
         if let Some(why) = user.denied(&path, access) {
-            problems.push(format!("{why}. Fix: {fix}"));
+            report.problems.push(format!("{why}. Fix: {fix}"));
         }
     }
-    if problems.is_empty() {
-        Ok(done)
-    } else {
-        Err(problems)
-    }
+    report
 }
 
 /// A note when the file's name is not the instance's: the unit `vip-agent@NAME` reads
@@ -241,39 +232,105 @@ fn name_mismatch(cfg: &Config, config_path: &Path) -> Option<String> {
     })
 }
 
-/// The pin folder, owned by the user, reachable through searchable folders.
+/// The control socket's folder: made (mode 0700, the user's) when it is missing, else
+/// checked. Each missing folder is made inside one opened without following links.
+fn socket_folder(dir: &Path, user: &ServiceUser) -> Result<Option<String>, String> {
+    let resolved = walk::resolve(dir).map_err(|e| format!("control.socket: {e}"))?;
+    if resolved.target.is_some() {
+        return match user.denied(dir, Access::CreateIn) {
+            None => Ok(None),
+            Some(why) => Err(format!(
+                "control.socket: {why}; the agent creates its socket there. Fix: `chown {} {}`, \
+                 or put control.socket in a folder {} owns (the packaged unit's \
+                 RuntimeDirectory=vip-agent makes /run/vip-agent)",
+                user.name,
+                dir.display(),
+                user.name
+            )),
+        };
+    }
+    // Walk down from the deepest folder that exists, making the rest.
+    let mut existing = resolved.path.clone();
+    let mut missing = Vec::new();
+    while walk::resolve(&existing).is_ok_and(|r| r.target.is_none()) {
+        let Some(name) = existing
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+        else {
+            break;
+        };
+        missing.push(name);
+        existing.pop();
+    }
+    let mut folder = walk::open_dir(&existing).map_err(|e| format!("control.socket: {e}"))?;
+    while let Some(name) = missing.pop() {
+        let mode = if missing.is_empty() { 0o700 } else { 0o755 };
+        folder = folder.make_dir(&name, mode)?.0;
+    }
+    folder.chmod(0o700)?;
+    folder.chown(user.uid, user.gid)?;
+    Ok(Some(format!(
+        "created {} for the control socket, owned by {}",
+        folder.path.display(),
+        user.name
+    )))
+}
+
+/// The pin folder, owned by the user, reachable through searchable folders. Only the
+/// agent's own pins are handed over; anything else found there is left alone and named.
 fn prepare_pins(cfg: &Config, user: &ServiceUser) -> Result<Vec<String>, String> {
+    datapath::check_instance(&cfg.instance).map_err(|e| format!("{e:#}"))?;
     let mut done = Vec::new();
-    let root = Path::new(datapath::BPFFS);
-    datapath::ensure_bpffs(root).map_err(|e| format!("{e:#}"))?;
-    let folder = datapath::pin_dir(&cfg.instance).map_err(|e| format!("{e:#}"))?;
-    for dir in [root, folder.parent().unwrap_or(root)] {
-        let mode = std::fs::metadata(dir).map_err(|e| e.to_string())?.mode() & 0o7777;
+    let bpffs = walk::open_dir(Path::new(datapath::BPFFS))?;
+    if bpffs.fs_type()? != datapath::BPF_FS_MAGIC {
+        datapath::ensure_bpffs(&bpffs.path).map_err(|e| format!("{e:#}"))?;
+    }
+    let (root, _) = bpffs.make_dir(datapath::PIN_ROOT, 0o700)?;
+    for dir in [&bpffs, &root] {
+        let mode = dir.stat()?.st_mode & 0o7777;
         if mode & 0o001 == 0 {
-            std::fs::set_permissions(dir, PermissionsExt::from_mode(mode | 0o001))
-                .map_err(|e| format!("could not make {} searchable: {e}", dir.display()))?;
+            dir.chmod(mode | 0o001)?;
             done.push(format!(
                 "{} made searchable by others (mode {:04o})",
-                dir.display(),
+                dir.path.display(),
                 mode | 0o001
             ));
         }
     }
+    let (folder, _) = root.make_dir(&cfg.instance, 0o700)?;
+    let pins: Vec<&str> = datapath::pins::names().collect();
     let mut handed = 0;
-    for entry in std::fs::read_dir(&folder).map_err(|e| e.to_string())? {
-        let path = entry.map_err(|e| e.to_string())?.path();
-        let meta = std::fs::metadata(&path).map_err(|e| e.to_string())?;
-        if meta.uid() != user.uid {
-            give(&path, user)?;
+    let mut skipped = Vec::new();
+    for name in folder.names()? {
+        let entry = folder.entry(&name)?;
+        let st = &entry.stat;
+        let why = if walk::is_link(st) {
+            Some("a symbolic link".to_string())
+        } else if walk::is_dir(st) {
+            Some("a folder".to_string())
+        } else if !walk::is_file(st) {
+            Some("not a pin".to_string())
+        } else if st.st_nlink != 1 {
+            Some(format!("a file with {} hard links", st.st_nlink))
+        } else if !pins.iter().any(|p| name == *p) {
+            Some("not a name vip-agent pins".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            skipped.push(format!("{} ({why})", entry.path.display()));
+            continue;
+        }
+        if st.st_uid != user.uid || st.st_gid != user.gid {
+            entry.chown(user.uid, user.gid)?;
             handed += 1;
         }
     }
-    give(&folder, user)?;
-    std::fs::set_permissions(&folder, PermissionsExt::from_mode(0o700))
-        .map_err(|e| format!("{}: {e}", folder.display()))?;
+    folder.chown(user.uid, user.gid)?;
+    folder.chmod(0o700)?;
     done.push(format!(
         "pin folder {} owned by {}{}",
-        folder.display(),
+        folder.path.display(),
         user.name,
         if handed > 0 {
             format!(" ({handed} pins of an earlier run handed over)")
@@ -281,21 +338,20 @@ fn prepare_pins(cfg: &Config, user: &ServiceUser) -> Result<Vec<String>, String>
             String::new()
         }
     ));
+    if !skipped.is_empty() {
+        done.push(format!(
+            "warning: left alone in the pin folder, not vip-agent's pins: {}. Remove them \
+             (`rm` as root); vip-agent never makes them",
+            skipped.join("; ")
+        ));
+    }
     Ok(done)
-}
-
-fn give(path: &Path, user: &ServiceUser) -> Result<(), String> {
-    chown(
-        path,
-        Some(Uid::from_raw(user.uid)),
-        Some(Gid::from_raw(user.gid)),
-    )
-    .map_err(|e| format!("could not give {} to {}: {e}", path.display(), user.name))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn agent() -> ServiceUser {
         ServiceUser {
