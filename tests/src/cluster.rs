@@ -379,11 +379,15 @@ impl Cluster {
         self.dir.join(format!("h{}.password", i + 1))
     }
 
-    /// Writes the password agent `i` uses (read at its next start).
+    /// Writes the password agent `i` uses (read at its next start), mode 0600: the
+    /// agent refuses a password file every user can read.
     pub fn set_agent_password(&self, i: usize, password: &str) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
         let path = self.password_file(i);
         fs::write(&path, format!("{password}\n"))
-            .with_context(|| format!("writing {}", path.display()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        Ok(())
     }
 
     fn spawn_agent(&self, i: usize) -> Result<Agent> {

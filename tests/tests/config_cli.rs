@@ -32,8 +32,16 @@ fn key_file(dir: &TempDir) -> std::path::PathBuf {
     path
 }
 
+/// The MySQL password file, mode 0640 as the README sets it up.
+fn password_file(dir: &TempDir) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.write("mysql.password", "secret\n");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    path
+}
+
 fn good_config(dir: &TempDir) -> String {
-    let pw = dir.write("mysql.password", "secret\n");
+    let pw = password_file(dir);
     let key = key_file(dir);
     format!(
         r#"instance = "mgr3306"
@@ -132,6 +140,23 @@ fn check_config_reports_every_problem() {
 }
 
 #[test]
+fn check_config_refuses_a_password_everyone_can_read() {
+    let dir = TempDir::new("cc-pw");
+    let path = dir.write("pw.toml", &good_config(&dir));
+    use std::os::unix::fs::PermissionsExt;
+    let pw = dir.join("mysql.password");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, err) = agent(&["check-config"], &path);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    let want = format!(
+        "mysql.password_file = \"{0}\": is readable by every user of this host (mode 0644); \
+         run chmod o-rwx {0}",
+        pw.display()
+    );
+    assert!(err.contains(&want), "missing {want:?} in\n{err}");
+}
+
+#[test]
 fn check_config_syntax_error_and_missing_file() {
     let dir = TempDir::new("cc-syntax");
     let path = dir.write("syntax.toml", "[vip\nnic = \"lo\"\n");
@@ -148,7 +173,7 @@ fn check_config_syntax_error_and_missing_file() {
 #[test]
 fn import_mycnf_follows_includes_and_the_result_checks() {
     let dir = TempDir::new("import");
-    let pw = dir.write("mysql.password", "secret\n");
+    let pw = password_file(&dir);
     let mycnf = dir.write(
         "my.cnf",
         "[mysqld]\nport = 3306\n!include ha.cnf\n!includedir conf.d\n",

@@ -383,7 +383,7 @@ pub fn check_files(cfg: &Config) -> Vec<ConfigError> {
     match &cfg.peer.key_file {
         // The key's own rules (length, hex, permissions) once the file is readable.
         Some(path) if path.is_file() => {
-            if let Err(e) = crate::peer::key::Key::load(path) {
+            if let Err(e) = crate::peer::key::Key::load_owned_by(path, &key_owners()) {
                 // The key error names the key and path itself; keep only its message.
                 let text = e.to_string();
                 let prefix = format!("peer.key_file {}: ", path.display());
@@ -411,6 +411,12 @@ pub fn check_files(cfg: &Config) -> Vec<ConfigError> {
                 let problem = match std::fs::metadata(path) {
                     Err(e) => Some(format!("cannot read: {e}")),
                     Ok(m) if !m.is_file() => Some("not a regular file".to_string()),
+                    Ok(m) if key == "mysql.password_file" => password_mode_problem(path, &m)
+                        .or_else(|| {
+                            std::fs::File::open(path)
+                                .err()
+                                .map(|e| format!("cannot read: {e}"))
+                        }),
                     Ok(_) => std::fs::File::open(path)
                         .err()
                         .map(|e| format!("cannot read: {e}")),
@@ -419,6 +425,31 @@ pub fn check_files(cfg: &Config) -> Vec<ConfigError> {
             }),
     );
     errors
+}
+
+/// The password file must not be readable by every user of the host.
+pub fn password_mode_problem(path: &Path, meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o7777;
+    (mode & 0o004 != 0).then(|| {
+        format!(
+            "is readable by every user of this host (mode {mode:04o}); run chmod o-rwx {} \
+             (the packaged setup: root:vip-agent, mode 0640)",
+            path.display()
+        )
+    })
+}
+
+/// Who may own the peer key as seen from here: root, this process's user, and the
+/// packaged service user `vip-agent` (check-config usually runs as root for an agent
+/// that will run as that user).
+fn key_owners() -> Vec<u32> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let mut owners = vec![0, unsafe { libc::geteuid() }];
+    if let Ok(Some(user)) = nix::unistd::User::from_name("vip-agent") {
+        owners.push(user.uid.as_raw());
+    }
+    owners
 }
 
 /// A string as TOML writes it, for error messages.

@@ -52,12 +52,18 @@ impl MysqlTarget {
     /// From the `[mysql]` table; reads the password file (its first line, without the
     /// line end), so a changed password is picked up by a restart or reload.
     pub fn from_config(cfg: &MysqlConfig) -> Result<MysqlTarget> {
-        let text = std::fs::read_to_string(&cfg.password_file).with_context(|| {
-            format!(
-                "cannot read mysql.password_file {}",
-                cfg.password_file.display()
-            )
-        })?;
+        let path = &cfg.password_file;
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot read mysql.password_file {}", path.display()))?;
+        let meta = file
+            .metadata()
+            .with_context(|| format!("cannot read mysql.password_file {}", path.display()))?;
+        if let Some(problem) = crate::config::password_mode_problem(path, &meta) {
+            anyhow::bail!("mysql.password_file {}: {problem}", path.display());
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(file, 64 * 1024), &mut text)
+            .with_context(|| format!("cannot read mysql.password_file {}", path.display()))?;
         let password = text.lines().next().unwrap_or("").to_string();
         Ok(MysqlTarget {
             endpoint: cfg.endpoint.clone(),

@@ -2,11 +2,13 @@
 //!
 //! The file holds the key as hex, e.g. made with `openssl rand -hex 32`. It must give at
 //! least 32 bytes (the HMAC-SHA256 output size: a shorter key weakens the MAC) and be
-//! private to its owner, because whoever reads it can move every VIP.
+//! private to its owner, because whoever reads it can move every VIP. That owner must be
+//! root or the user the agent runs as: a key owned by anyone else is one that user can
+//! read and replace.
 
 use std::fmt;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -29,9 +31,17 @@ pub struct Key {
 }
 
 impl Key {
-    /// Reads the key file (`peer.key_file`): hex, surrounding whitespace ignored,
-    /// at least [`MIN_KEY_BYTES`] bytes, mode 0600 or stricter.
+    /// Reads the key file (`peer.key_file`) as the agent does: hex, surrounding
+    /// whitespace ignored, at least [`MIN_KEY_BYTES`] bytes, mode 0600 or stricter, owned
+    /// by root or by this process's user.
     pub fn load(path: &Path) -> Result<Key, KeyError> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        Key::load_owned_by(path, &[0, unsafe { libc::geteuid() }])
+    }
+
+    /// [`Key::load`] with the owners allowed named: `check-config` run by root checks
+    /// for the service user the agent will run as.
+    pub fn load_owned_by(path: &Path, owners: &[u32]) -> Result<Key, KeyError> {
         let unreadable = |error| KeyError::Unreadable {
             path: path.to_path_buf(),
             error,
@@ -42,6 +52,13 @@ impl Key {
         if !meta.is_file() {
             return Err(KeyError::NotAFile {
                 path: path.to_path_buf(),
+            });
+        }
+        if !owners.contains(&meta.uid()) {
+            return Err(KeyError::Owner {
+                path: path.to_path_buf(),
+                uid: meta.uid(),
+                allowed: owners.to_vec(),
             });
         }
         let mode = meta.permissions().mode() & 0o7777;
@@ -117,6 +134,12 @@ pub enum KeyError {
         path: PathBuf,
         mode: u32,
     },
+    /// Owned by a user who is neither root nor the agent's.
+    Owner {
+        path: PathBuf,
+        uid: u32,
+        allowed: Vec<u32>,
+    },
     /// `path` is None for [`Key::from_bytes`].
     NotHex {
         path: Option<PathBuf>,
@@ -148,6 +171,25 @@ impl fmt::Display for KeyError {
                 path.display(),
                 path.display()
             ),
+            KeyError::Owner { path, uid, allowed } => {
+                let users: Vec<String> = allowed
+                    .iter()
+                    .filter(|u| **u != 0)
+                    .map(|u| format!("uid {u}"))
+                    .collect();
+                let owners = match users.as_slice() {
+                    [] => "root".to_string(),
+                    users => format!("root or to the agent's user ({})", users.join(" or ")),
+                };
+                write!(
+                    f,
+                    "peer.key_file {}: is owned by uid {uid}, who could read and replace it; \
+                     it must belong to {owners}: chown it to the agent's user (the package's \
+                     is vip-agent: chown vip-agent:vip-agent {}) or to root",
+                    path.display(),
+                    path.display()
+                )
+            }
             KeyError::NotHex {
                 path: Some(p),
                 detail,
@@ -297,6 +339,25 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn rejects_a_file_another_user_owns() {
+        let dir = TempDir::new("owner");
+        let path = dir.file(HEX64, 0o600);
+        let mine = std::fs::metadata(&path).unwrap().uid();
+        assert!(Key::load_owned_by(&path, &[mine]).is_ok());
+        let e = Key::load_owned_by(&path, &[mine + 1, mine + 2]).unwrap_err();
+        assert!(matches!(e, KeyError::Owner { .. }), "{e}");
+        assert!(
+            e.to_string().contains(&format!(
+                "is owned by uid {mine}, who could read and replace it; it must belong to \
+                 root or to the agent's user (uid {} or uid {})",
+                mine + 1,
+                mine + 2
+            )),
+            "{e}"
+        );
     }
 
     #[test]

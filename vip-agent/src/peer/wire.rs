@@ -339,6 +339,27 @@ pub fn decode_challenge(bytes: &[u8], key: &Key) -> Result<Challenge, FrameError
     }
 }
 
+/// The longest member uuid accepted in `from` (a server_uuid is 36 characters).
+pub const MAX_MEMBER_ID: usize = 64;
+
+/// A member uuid as a peer may send it: at most [`MAX_MEMBER_ID`] ASCII letters, digits
+/// and dashes (empty while the sender has not read its own view), so that what reaches
+/// a log line or a refusal is short and plain.
+pub fn check_member_id(field: &str, id: &str) -> Result<(), FrameError> {
+    if id.len() > MAX_MEMBER_ID {
+        return Err(FrameError::malformed(format_args!(
+            "{field} is {} bytes; a member uuid is at most {MAX_MEMBER_ID}",
+            id.len()
+        )));
+    }
+    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(FrameError::malformed(format_args!(
+            "{field} holds characters a member uuid does not have"
+        )));
+    }
+    Ok(())
+}
+
 /// Decodes a request; it must echo `challenge`, the nonce this connection was sent.
 pub fn decode_request(
     bytes: &[u8],
@@ -346,7 +367,10 @@ pub fn decode_request(
     challenge: &Nonce,
 ) -> Result<RequestEnvelope, FrameError> {
     match decode(bytes, key)? {
-        Body::Request(r) if r.nonce == *challenge => Ok(r),
+        Body::Request(r) if r.nonce == *challenge => {
+            check_member_id("from", &r.from)?;
+            Ok(r)
+        }
         Body::Request(_) => Err(FrameError::Replayed),
         other => Err(unexpected(Kind::Request, &other)),
     }
@@ -646,6 +670,33 @@ mod tests {
             e,
             FrameError::Malformed("expected a challenge frame, got a request".into())
         );
+    }
+
+    #[test]
+    fn a_long_or_odd_sender_uuid_is_malformed() {
+        let with_from = |from: &str| {
+            let body = Body::Request(RequestEnvelope {
+                from: from.to_string(),
+                nonce: Nonce([1; 16]),
+                client_nonce: Nonce([2; 16]),
+                request: Request::Holdings,
+            });
+            decode_request(&encode(&body, &key()).unwrap(), &key(), &Nonce([1; 16]))
+        };
+        assert!(with_from("3e1c4b5a-0000-11ef-9a2b-0242ac110002").is_ok());
+        assert!(with_from("").is_ok());
+        assert!(with_from(&"a".repeat(MAX_MEMBER_ID)).is_ok());
+        let e = with_from(&"a".repeat(10_000)).unwrap_err();
+        assert_eq!(
+            e,
+            FrameError::Malformed("from is 10000 bytes; a member uuid is at most 64".into())
+        );
+        for odd in ["uuid\nforged log line", "ü", "a b", "x;y"] {
+            assert!(
+                matches!(with_from(odd), Err(FrameError::Malformed(_))),
+                "{odd}"
+            );
+        }
     }
 
     #[test]

@@ -210,6 +210,11 @@ pub fn run(cfg: &Config, config_path: &Path, user: &str) -> Report {
     for (path, access, fix) in files_read(cfg, config_path, &user.name) {
         if let Some(why) = user.denied(&path, access) {
             report.problems.push(format!("{why}. Fix: {fix}"));
+        } else if cfg.peer.key_file.as_ref() == Some(&path)
+            && let Err(e) = crate::peer::key::Key::load_owned_by(&path, &[0, user.uid])
+        {
+            // Readable, but not a key the agent will accept (owner, mode, contents).
+            report.problems.push(e.to_string());
         }
     }
     report
