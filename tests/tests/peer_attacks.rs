@@ -203,3 +203,44 @@ async fn wrong_key_replay_stale_and_garbage_change_nothing() {
     })
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_members_answer_is_not_taken_for_the_one_asked() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    // h2's MEMBER_HOST names h3's address (a wrong report_host, or a spoofed name): every
+    // connection the primary opens to "h2" reaches h3's agent, which answers genuinely,
+    // as h3. The primary must not take that for h2's answer.
+    let h3 = "198.51.100.13";
+    let settings = VipSettings {
+        read_vips: READS.iter().map(|s| vip(s)).collect(),
+        instance: "misdir".into(),
+        ..VipSettings::default()
+    };
+    let c = Cluster::start(3, settings, vip_tests::agent_binary(), |g| {
+        g.report_host_of(1, h3)
+    })
+    .unwrap();
+    assert_eq!(c.host(2).ipv4().to_string(), h3);
+    c.wait_sole_holder(0, SETTLE).unwrap();
+    let h2 = c.group.uuid(1);
+    let misdirected = |c: &Cluster| {
+        let out = c.control(0, &["status", "--json"]).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["peers"].as_array().is_some_and(|peers| {
+            peers.iter().any(|p| {
+                p["uuid"] == h2.as_str()
+                    && p["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("is not the member we asked"))
+            })
+        })
+    };
+    c.wait(
+        SETTLE,
+        "the primary to refuse h3's answer as h2's",
+        misdirected,
+    )
+    .unwrap();
+}

@@ -133,6 +133,15 @@ impl SimGroupBuilder {
         self
     }
 
+    /// Changes what member `i` (added before) reports as MEMBER_HOST: a wrong
+    /// report_host, or a name that resolves to another member's host.
+    pub fn report_host_of(mut self, i: usize, host: impl Into<String>) -> Self {
+        if let Some(spec) = self.specs.get_mut(i) {
+            spec.report_host = Some(host.into());
+        }
+        self
+    }
+
     /// The one account every member accepts.
     pub fn user(mut self, user: &str, password: &str) -> Self {
         self.user = user.to_owned();

@@ -43,7 +43,8 @@ impl Agent {
         if let Response::Refused { reason } = &response {
             warn!(event = "peer_refused", from = %from, peer = %peer, "refused a request from {from} ({peer}): {reason}");
         }
-        let _ = reply.send(response);
+        let member = self.poller.server_uuid().unwrap_or_default().to_string();
+        let _ = reply.send(peer::server::Reply { member, response });
     }
 
     /// A placement pushed by the primary.

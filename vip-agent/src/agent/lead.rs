@@ -216,7 +216,7 @@ impl Agent {
                     let request = Request::ReleaseWrite {
                         stamp: next_stamp(0),
                     };
-                    match caller.call(&p.host, request, left).await {
+                    match caller.call(p, request, left).await {
                         Ok(Response::Released) => return Ok(()),
                         Ok(Response::Refused { reason }) => last = reason,
                         Ok(other) => last = format!("unexpected answer {other:?}"),
@@ -322,7 +322,7 @@ impl Agent {
     /// One request to another member's agent.
     async fn call(&self, peer: &Peer, request: Request) -> Result<Response> {
         self.caller()
-            .call(&peer.host, request, self.cfg.peer.timeout)
+            .call(peer, request, self.cfg.peer.timeout)
             .await
     }
 
@@ -331,12 +331,7 @@ impl Agent {
     fn caller(&self) -> Caller {
         Caller {
             key: self.key.borrow().clone(),
-            me: self
-                .status
-                .as_ref()
-                .and_then(|s| s.me())
-                .unwrap_or_default()
-                .to_string(),
+            me: self.poller.server_uuid().unwrap_or_default().to_string(),
             port: self.cfg.peer.port,
             timeout: self.cfg.peer.timeout,
         }
@@ -391,10 +386,11 @@ struct Caller {
 }
 
 impl Caller {
-    /// Sends `request` to the agent on `host`, within `peer.timeout_ms` and `limit`.
-    async fn call(&self, host: &str, request: Request, limit: Duration) -> Result<Response> {
-        let addr = resolve(host, self.port).await?;
-        client::call(addr, &self.key, &self.me, request, self.timeout.min(limit))
+    /// Sends `request` to `peer`'s agent, within `peer.timeout_ms` and `limit`.
+    async fn call(&self, peer: &Peer, request: Request, limit: Duration) -> Result<Response> {
+        let addr = resolve(&peer.host, self.port).await?;
+        let limit = self.timeout.min(limit);
+        client::call(addr, &self.key, &self.me, &peer.uuid, request, limit)
             .await
             .map_err(|e| anyhow!("{e}"))
     }

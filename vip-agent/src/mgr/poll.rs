@@ -37,6 +37,9 @@ pub struct Poller {
     last_problem: Option<String>,
     /// How long the last view query took (answered or timed out), until taken.
     round_trip: Option<Duration>,
+    /// The local mysqld's @@server_uuid as last read: this member's identity towards
+    /// other agents, also while mysqld is down.
+    server_uuid: Option<String>,
 }
 
 /// What one attempt at reading the view came to.
@@ -62,6 +65,7 @@ impl Poller {
             timed_out_polls: 0,
             last_problem: None,
             round_trip: None,
+            server_uuid: None,
         }
     }
 
@@ -69,6 +73,11 @@ impl Poller {
     /// histogram); `None` once taken, or when no query went out (no connection).
     pub fn take_round_trip(&mut self) -> Option<Duration> {
         self.round_trip.take()
+    }
+
+    /// This member's uuid (the local mysqld's @@server_uuid), once a poll has read it.
+    pub fn server_uuid(&self) -> Option<&str> {
+        self.server_uuid.as_deref()
     }
 
     pub fn target(&self) -> &MysqlTarget {
@@ -132,12 +141,17 @@ impl Poller {
                     limit: self.target.query_timeout,
                 }
             }
-            Ok(Ok(view)) => Outcome::Status(classify(
-                &view.server_uuid,
-                view.single_primary,
-                view.enforce_everywhere,
-                &view.members,
-            )),
+            Ok(Ok(view)) => Outcome::Status({
+                if !view.server_uuid.is_empty() {
+                    self.server_uuid = Some(view.server_uuid.clone());
+                }
+                classify(
+                    &view.server_uuid,
+                    view.single_primary,
+                    view.enforce_everywhere,
+                    &view.members,
+                )
+            }),
             Ok(Err(ReadError::Malformed(why))) => {
                 Outcome::Status(NodeStatus::Unreadable { reason: why })
             }

@@ -10,7 +10,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::conn::{self, ReadError};
 use super::key::Key;
-use super::wire::{self, Body, FrameError, RequestEnvelope};
+use super::wire::{self, Body, Digest, Expected, FrameError, RequestEnvelope};
 use super::{Request, Response};
 
 /// Why a call failed. Display names the peer, what happened and, where there is one,
@@ -105,6 +105,23 @@ impl fmt::Display for CallError {
             ),
             CallError::Frame {
                 addr,
+                error: FrameError::OtherRequest,
+            } => write!(
+                f,
+                "the peer at {addr} answered another request than ours (a replayed or \
+                 redirected answer)"
+            ),
+            CallError::Frame {
+                addr,
+                error: error @ FrameError::WrongMember { .. },
+            } => write!(
+                f,
+                "the peer at {addr} is not the member we asked: {error}. Its address \
+                 (MEMBER_HOST) may point at another member's host, or the connection was \
+                 redirected"
+            ),
+            CallError::Frame {
+                addr,
                 error: error @ FrameError::BadVersion(_),
             } => write!(
                 f,
@@ -131,12 +148,14 @@ impl std::error::Error for CallError {
     }
 }
 
-/// Sends `request` to the agent at `addr` as member `from` and returns its answer.
+/// Sends `request` to the agent of member `to` at `addr`, as member `from`, and returns
+/// its answer: only an answer from `to`, to this very request, on this connection.
 /// The whole call (connect, handshake, the peer's agent deciding) ends within `timeout`.
 pub async fn call(
     addr: SocketAddr,
     key: &Key,
     from: &str,
+    to: &str,
     request: Request,
     timeout: Duration,
 ) -> Result<Response, CallError> {
@@ -176,8 +195,14 @@ pub async fn call(
         Ok(Ok(())) => {}
     }
 
+    let expected = Expected {
+        client_nonce,
+        challenge: challenge.nonce,
+        request: Digest::of(&frame),
+        member: to,
+    };
     let frame = read(&mut stream, addr, deadline, "answer", &timed_out).await?;
-    wire::decode_response(&frame, key, &client_nonce)
+    wire::decode_response(&frame, key, &expected)
         .map(|envelope| envelope.response)
         .map_err(|error| CallError::Frame { addr, error })
 }

@@ -22,7 +22,7 @@ use super::conn::{self, ReadError};
 use super::key::Key;
 use super::stats::LogLimiter;
 pub use super::stats::{Reject, Stats};
-use super::wire::{self, Body, Challenge, ResponseEnvelope};
+use super::wire::{self, Body, Challenge, Digest, ResponseEnvelope};
 use super::{Request, Response};
 
 /// How long a kind of warning stays quiet after it was logged.
@@ -60,7 +60,15 @@ pub struct Incoming {
     pub peer: SocketAddr,
     pub request: Request,
     /// Dropping it unanswered closes the connection without a response.
-    pub reply: oneshot::Sender<Response>,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// The agent's answer: what it says, and who says it (its own member uuid, which the
+/// response carries under the MAC so the client can check it asked the right member).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub member: String,
+    pub response: Response,
 }
 
 /// Binds `addr` and serves it until `tx`'s receiver is dropped (or the task is aborted).
@@ -215,6 +223,7 @@ impl Server {
             Ok(envelope) => envelope,
             Err(e) => return self.reject(Reject::of(&e), peer, e),
         };
+        let digest = Digest::of(&bytes);
 
         let (reply, answer) = oneshot::channel();
         let incoming = Incoming {
@@ -228,8 +237,8 @@ impl Server {
             answer.await.ok()
         })
         .await;
-        let response = match answered {
-            Ok(Some(response)) => response,
+        let reply = match answered {
+            Ok(Some(reply)) => reply,
             Ok(None) => {
                 self.stats.count_unanswered();
                 return debug!(%peer, "peer port: the agent dropped the request");
@@ -250,7 +259,10 @@ impl Server {
         };
         let body = Body::Response(ResponseEnvelope {
             nonce: envelope.client_nonce,
-            response,
+            challenge: nonce,
+            member: reply.member,
+            request: digest,
+            response: reply.response,
         });
         let frame = match wire::encode(&body, &key) {
             Ok(frame) => frame,

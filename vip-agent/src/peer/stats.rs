@@ -56,7 +56,10 @@ impl Reject {
             FrameError::Truncated => Reject::Truncated,
             FrameError::Oversized { .. } => Reject::Oversized,
             FrameError::Unauthenticated => Reject::Unauthenticated,
-            FrameError::Replayed => Reject::Replayed,
+            // A server never reads a response, so only a replayed request comes here.
+            FrameError::Replayed | FrameError::OtherRequest | FrameError::WrongMember { .. } => {
+                Reject::Replayed
+            }
             FrameError::BadMagic
             | FrameError::BadVersion(_)
             | FrameError::BadKind(_)

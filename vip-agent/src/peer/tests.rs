@@ -22,6 +22,8 @@ use super::wire::{
 use super::{Request, Response};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The member uuid the harness's stand-in agent answers as.
+const SERVER: &str = "uuid-server";
 const WAIT: Duration = Duration::from_secs(10);
 
 fn key_a() -> Key {
@@ -84,7 +86,10 @@ impl Harness {
                     Request::ReleaseWrite { .. } => Response::Released,
                 };
                 if answer {
-                    let _ = incoming.reply.send(response);
+                    let _ = incoming.reply.send(server::Reply {
+                        member: SERVER.into(),
+                        response,
+                    });
                 } else {
                     held.push(incoming.reply);
                 }
@@ -110,6 +115,7 @@ impl Harness {
             self.addr,
             &key,
             "uuid-good",
+            SERVER,
             Request::Holdings,
             CALL_TIMEOUT,
         )
@@ -193,9 +199,16 @@ async fn a_good_call_round_trips_over_ipv4() {
         placement,
         reannounce: false,
     };
-    let response = call(h.addr, &key_a(), "uuid-a", request.clone(), CALL_TIMEOUT)
-        .await
-        .unwrap();
+    let response = call(
+        h.addr,
+        &key_a(),
+        "uuid-a",
+        SERVER,
+        request.clone(),
+        CALL_TIMEOUT,
+    )
+    .await
+    .unwrap();
     assert_eq!(response, Response::Applied);
     let received = h.received.lock().unwrap().clone();
     assert_eq!(received.len(), 1);
@@ -222,12 +235,26 @@ async fn the_wildcard_listens_dual_stack_and_shows_ipv4_peers_as_ipv4() {
     let port = h.addr.port();
     let v4: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
-    call(v4, &key_a(), "uuid-4", Request::Holdings, CALL_TIMEOUT)
-        .await
-        .unwrap();
-    call(v6, &key_a(), "uuid-6", Request::Holdings, CALL_TIMEOUT)
-        .await
-        .unwrap();
+    call(
+        v4,
+        &key_a(),
+        "uuid-4",
+        SERVER,
+        Request::Holdings,
+        CALL_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    call(
+        v6,
+        &key_a(),
+        "uuid-6",
+        SERVER,
+        Request::Holdings,
+        CALL_TIMEOUT,
+    )
+    .await
+    .unwrap();
     let received = h.received.lock().unwrap().clone();
     assert_eq!(received[0].1.ip().to_string(), "127.0.0.1");
     assert_eq!(received[1].1.ip().to_string(), "::1");
@@ -339,7 +366,13 @@ async fn a_request_replayed_on_another_connection_is_refused() {
     let captured = request_frame(&key_a(), nonce);
     first.write_all(&captured).await.unwrap();
     let answer = super::conn::read_frame(&mut first).await.unwrap();
-    let envelope = wire::decode_response(&answer, &key_a(), &Nonce([0x42; 16])).unwrap();
+    let expected = wire::Expected {
+        client_nonce: Nonce([0x42; 16]),
+        challenge: nonce,
+        request: wire::Digest::of(&captured),
+        member: SERVER,
+    };
+    let envelope = wire::decode_response(&answer, &key_a(), &expected).unwrap();
     assert_eq!(envelope.response, Response::Released);
     until("the genuine request", || h.received() == 1).await;
     h.received.lock().unwrap().clear();
@@ -374,9 +407,16 @@ async fn connections_over_the_cap_are_closed_at_once() {
     expect_closed(&mut third).await;
     until("a `busy` count", || h.stats.rejected(Reject::Busy) == 1).await;
     // A client at the cap gets a clear error.
-    let e = call(h.addr, &key_a(), "uuid-x", Request::Holdings, CALL_TIMEOUT)
-        .await
-        .unwrap_err();
+    let e = call(
+        h.addr,
+        &key_a(),
+        "uuid-x",
+        SERVER,
+        Request::Holdings,
+        CALL_TIMEOUT,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.kind(), "closed", "{e}");
     assert!(
         e.to_string().contains("before sending its challenge"),
@@ -391,6 +431,7 @@ async fn connections_over_the_cap_are_closed_at_once() {
             h.addr,
             &key_a(),
             "uuid-good",
+            SERVER,
             Request::Holdings,
             CALL_TIMEOUT,
         )
@@ -435,17 +476,38 @@ async fn a_port_probe_is_not_an_error() {
 #[tokio::test]
 async fn the_key_rotates_through_the_watch() {
     let h = Harness::start("127.0.0.1:0", test_limits()).await;
-    call(h.addr, &key_a(), "u", Request::Holdings, CALL_TIMEOUT)
-        .await
-        .unwrap();
+    call(
+        h.addr,
+        &key_a(),
+        "u",
+        SERVER,
+        Request::Holdings,
+        CALL_TIMEOUT,
+    )
+    .await
+    .unwrap();
     h.key.send(Arc::new(key_b())).unwrap();
-    let e = call(h.addr, &key_a(), "u", Request::Holdings, CALL_TIMEOUT)
-        .await
-        .unwrap_err();
+    let e = call(
+        h.addr,
+        &key_a(),
+        "u",
+        SERVER,
+        Request::Holdings,
+        CALL_TIMEOUT,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.kind(), "unauthenticated", "{e}");
-    call(h.addr, &key_b(), "u", Request::Holdings, CALL_TIMEOUT)
-        .await
-        .unwrap();
+    call(
+        h.addr,
+        &key_b(),
+        "u",
+        SERVER,
+        Request::Holdings,
+        CALL_TIMEOUT,
+    )
+    .await
+    .unwrap();
     // A request under the old key, answering a new-key challenge, is refused.
     let (mut stream, frame) = {
         let mut s = TcpStream::connect(h.addr).await.unwrap();
@@ -468,9 +530,16 @@ async fn the_key_rotates_through_the_watch() {
 #[tokio::test]
 async fn a_client_with_the_wrong_key_gets_a_clear_error() {
     let h = Harness::start("127.0.0.1:0", test_limits()).await;
-    let e = call(h.addr, &key_b(), "u", Request::Holdings, CALL_TIMEOUT)
-        .await
-        .unwrap_err();
+    let e = call(
+        h.addr,
+        &key_b(),
+        "u",
+        SERVER,
+        Request::Holdings,
+        CALL_TIMEOUT,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(
         e,
         CallError::Frame {
@@ -495,7 +564,7 @@ async fn a_refused_connection_names_the_peer() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let e = call(addr, &key_a(), "u", Request::Holdings, CALL_TIMEOUT)
+    let e = call(addr, &key_a(), "u", SERVER, Request::Holdings, CALL_TIMEOUT)
         .await
         .unwrap_err();
     assert_eq!(e.kind(), "refused");
@@ -522,6 +591,7 @@ async fn a_call_is_bounded_by_its_timeout() {
         addr,
         &key_a(),
         "u",
+        SERVER,
         Request::Holdings,
         Duration::from_millis(200),
     )
@@ -542,9 +612,16 @@ async fn an_agent_that_does_not_answer_closes_the_connection() {
         ..test_limits()
     };
     let h = Harness::start_answering("127.0.0.1:0", limits, false).await;
-    let e = call(h.addr, &key_a(), "u", Request::Holdings, CALL_TIMEOUT)
-        .await
-        .unwrap_err();
+    let e = call(
+        h.addr,
+        &key_a(),
+        "u",
+        SERVER,
+        Request::Holdings,
+        CALL_TIMEOUT,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.kind(), "closed", "{e}");
     assert!(e.to_string().contains("before sending its answer"), "{e}");
     assert_eq!(h.stats.unanswered(), 1);
@@ -553,7 +630,7 @@ async fn an_agent_that_does_not_answer_closes_the_connection() {
 
 /// A fake server: a valid challenge, then `answer` built from the client's request.
 async fn fake_server(
-    answer: impl FnOnce(RequestEnvelope) -> Vec<u8> + Send + 'static,
+    answer: impl FnOnce(Nonce, &[u8], RequestEnvelope) -> Vec<u8> + Send + 'static,
 ) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -564,19 +641,28 @@ async fn fake_server(
         s.write_all(&challenge).await.unwrap();
         let frame = super::conn::read_frame(&mut s).await.unwrap();
         let request = wire::decode_request(&frame, &key_a(), &nonce).unwrap();
-        s.write_all(&answer(request)).await.unwrap();
+        s.write_all(&answer(nonce, &frame, request)).await.unwrap();
         let _ = s.shutdown().await;
     });
     addr
 }
 
+/// A response to `r` (received as `frame` after challenge `nonce`) from `member`.
+fn answer_from(member: &str, nonce: Nonce, frame: &[u8], r: &RequestEnvelope) -> ResponseEnvelope {
+    ResponseEnvelope {
+        nonce: r.client_nonce,
+        challenge: nonce,
+        member: member.into(),
+        request: wire::Digest::of(frame),
+        response: Response::Released,
+    }
+}
+
 #[tokio::test]
 async fn a_client_refuses_an_answer_for_another_request() {
-    let addr = fake_server(|_| {
-        let stale = ResponseEnvelope {
-            nonce: Nonce([0x99; 16]),
-            response: Response::Released,
-        };
+    let addr = fake_server(|nonce, frame, r| {
+        let mut stale = answer_from(SERVER, nonce, frame, &r);
+        stale.nonce = Nonce([0x99; 16]);
         wire::encode(&Body::Response(stale), &key_a()).unwrap()
     })
     .await;
@@ -584,27 +670,82 @@ async fn a_client_refuses_an_answer_for_another_request() {
         addr,
         &key_a(),
         "u",
+        SERVER,
         Request::ReleaseWrite { stamp: 1 },
         CALL_TIMEOUT,
     )
     .await
     .unwrap_err();
     assert_eq!(e.kind(), "replayed", "{e}");
+    // The right nonces, but the digest of another request.
+    let addr = fake_server(|nonce, frame, r| {
+        let mut other = answer_from(SERVER, nonce, frame, &r);
+        other.request = wire::Digest::of(b"another request");
+        wire::encode(&Body::Response(other), &key_a()).unwrap()
+    })
+    .await;
+    let e = call(addr, &key_a(), "u", SERVER, Request::Holdings, CALL_TIMEOUT)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), "replayed", "{e}");
+    assert!(e.to_string().contains("answered another request"), "{e}");
+}
+
+#[tokio::test]
+async fn a_client_refuses_another_members_genuine_answer() {
+    // Member C answers for itself, correctly, on a connection redirected to it: the
+    // client meant to ask B, and must not take C's "Released" as B's.
+    let addr = fake_server(|nonce, frame, r| {
+        let from_c = answer_from("uuid-c", nonce, frame, &r);
+        wire::encode(&Body::Response(from_c), &key_a()).unwrap()
+    })
+    .await;
+    let e = call(
+        addr,
+        &key_a(),
+        "uuid-a",
+        "uuid-b",
+        Request::ReleaseWrite { stamp: 1 },
+        CALL_TIMEOUT,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), "wrong_member", "{e}");
+    assert!(
+        e.to_string().contains(
+            "is not the member we asked: the answer comes from member \"uuid-c\", not \"uuid-b\""
+        ),
+        "{e}"
+    );
+    // The same answer from B, in another case, is B's.
+    let addr = fake_server(|nonce, frame, r| {
+        let from_b = answer_from("UUID-B", nonce, frame, &r);
+        wire::encode(&Body::Response(from_b), &key_a()).unwrap()
+    })
+    .await;
+    let answer = call(
+        addr,
+        &key_a(),
+        "uuid-a",
+        "uuid-b",
+        Request::Holdings,
+        CALL_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer, Response::Released);
 }
 
 #[tokio::test]
 async fn a_client_names_a_newer_protocol_version() {
-    let addr = fake_server(|r| {
-        let body = Body::Response(ResponseEnvelope {
-            nonce: r.client_nonce,
-            response: Response::Applied,
-        });
+    let addr = fake_server(|nonce, frame, r| {
+        let body = Body::Response(answer_from(SERVER, nonce, frame, &r));
         let mut frame = wire::encode(&body, &key_a()).unwrap();
-        frame[4] = 2;
+        frame[4] = VERSION + 1;
         frame
     })
     .await;
-    let e = call(addr, &key_a(), "u", Request::Holdings, CALL_TIMEOUT)
+    let e = call(addr, &key_a(), "u", SERVER, Request::Holdings, CALL_TIMEOUT)
         .await
         .unwrap_err();
     assert_eq!(e.kind(), "malformed");

@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //!      0     4  magic "VIPA"
-//!      4     1  version (1)
+//!      4     1  version (2)
 //!      5     1  kind: 1 challenge, 2 request, 3 response
 //!      6     2  reserved, zero
 //!      8     4  body length, big-endian, at most MAX_BODY
@@ -24,7 +24,8 @@ use super::key::Key;
 use super::{Request, Response};
 
 pub const MAGIC: [u8; 4] = *b"VIPA";
-pub const VERSION: u8 = 1;
+/// 2: a response names the answering member and the request it answers.
+pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 12;
 pub const MAC_LEN: usize = 32;
 /// The largest body accepted: 9 members with a read VIP each need under 1 KiB.
@@ -32,6 +33,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// The largest frame on the wire.
 pub const MAX_FRAME: usize = HEADER_LEN + MAX_BODY + MAC_LEN;
 pub const NONCE_LEN: usize = 16;
+pub const DIGEST_LEN: usize = 32;
 
 /// What a frame carries; part of the MACed header, so it cannot be swapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,30 +62,60 @@ impl Kind {
     }
 }
 
-/// 16 random bytes, hex on the wire. Not secret: it only has to be fresh.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Nonce(pub [u8; NONCE_LEN]);
+/// A fixed number of bytes, hex on the wire (a nonce, a digest).
+macro_rules! hex_bytes {
+    ($(#[$doc:meta])* $name:ident, $len:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq)]
+        pub struct $name(pub [u8; $len]);
 
-impl fmt::Debug for Nonce {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Nonce({})", hex::encode(self.0))
-    }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), hex::encode(self.0))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&hex::encode(self.0))
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                let text = String::deserialize(d)?;
+                let mut bytes = [0u8; $len];
+                hex::decode_to_slice(&text, &mut bytes).map_err(|e| {
+                    serde::de::Error::custom(format_args!(
+                        "{} is {} hex digits: {e}",
+                        stringify!($name).to_lowercase(),
+                        $len * 2
+                    ))
+                })?;
+                Ok($name(bytes))
+            }
+        }
+    };
 }
 
-impl Serialize for Nonce {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(self.0))
-    }
-}
+hex_bytes!(
+    /// 16 random bytes. Not secret: it only has to be fresh.
+    Nonce,
+    NONCE_LEN
+);
 
-impl<'de> Deserialize<'de> for Nonce {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Nonce, D::Error> {
-        let text = String::deserialize(d)?;
-        let mut bytes = [0u8; NONCE_LEN];
-        hex::decode_to_slice(&text, &mut bytes).map_err(|e| {
-            serde::de::Error::custom(format_args!("a nonce is {} hex digits: {e}", NONCE_LEN * 2))
-        })?;
-        Ok(Nonce(bytes))
+hex_bytes!(
+    /// SHA-256 of a whole request frame, as sent and as received: binds an answer to
+    /// the one request it answers.
+    Digest,
+    DIGEST_LEN
+);
+
+impl Digest {
+    /// The digest of a frame's bytes (header, body and MAC).
+    pub fn of(frame: &[u8]) -> Digest {
+        use sha2::Digest as _;
+        Digest(sha2::Sha256::digest(frame).into())
     }
 }
 
@@ -107,13 +139,32 @@ pub struct RequestEnvelope {
     pub request: Request,
 }
 
-/// Server → client.
+/// Server → client. Under the MAC with the answer: for which connection (both nonces),
+/// for which request (its digest) and from which member. Without these an on-path
+/// attacker could hand a client another member's genuine answer, or an answer to
+/// another request, as if it were the one asked for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseEnvelope {
     /// The request's `client_nonce`, echoed.
     pub nonce: Nonce,
+    /// The server's own challenge nonce of this connection.
+    pub challenge: Nonce,
+    /// The answering member's uuid (its server_uuid); empty if it never read its own.
+    pub member: String,
+    /// [`Digest::of`] the request frame this answers.
+    pub request: Digest,
     pub response: Response,
+}
+
+/// What the client knows a response must match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected<'a> {
+    pub client_nonce: Nonce,
+    pub challenge: Nonce,
+    pub request: Digest,
+    /// The member the client meant to ask.
+    pub member: &'a str,
 }
 
 /// A decoded frame body; its variant is the frame's kind.
@@ -152,6 +203,13 @@ pub enum FrameError {
     Malformed(String),
     /// Authenticated, but it echoes another connection's nonce.
     Replayed,
+    /// Authenticated, for this connection, but it answers another request.
+    OtherRequest,
+    /// Authenticated, but another member answered than the one asked.
+    WrongMember {
+        expected: String,
+        got: String,
+    },
 }
 
 impl FrameError {
@@ -165,7 +223,8 @@ impl FrameError {
             | FrameError::BadKind(_)
             | FrameError::Malformed(_) => "malformed",
             FrameError::Unauthenticated => "unauthenticated",
-            FrameError::Replayed => "replayed",
+            FrameError::Replayed | FrameError::OtherRequest => "replayed",
+            FrameError::WrongMember { .. } => "wrong_member",
         }
     }
 
@@ -195,6 +254,15 @@ impl fmt::Display for FrameError {
             FrameError::Replayed => write!(
                 f,
                 "the frame does not echo this connection's nonce (replayed or stale)"
+            ),
+            FrameError::OtherRequest => write!(
+                f,
+                "the answer is for another request than the one sent on this connection"
+            ),
+            FrameError::WrongMember { expected, got } => write!(
+                f,
+                "the answer comes from member {:?}, not {expected:?}, the member asked",
+                clip(got)
             ),
         }
     }
@@ -376,17 +444,29 @@ pub fn decode_request(
     }
 }
 
-/// Decodes a response; it must echo `client_nonce`, the nonce our request carried.
+/// Decodes a response; it must be for this connection, this request and this member.
 pub fn decode_response(
     bytes: &[u8],
     key: &Key,
-    client_nonce: &Nonce,
+    expected: &Expected<'_>,
 ) -> Result<ResponseEnvelope, FrameError> {
-    match decode(bytes, key)? {
-        Body::Response(r) if r.nonce == *client_nonce => Ok(r),
-        Body::Response(_) => Err(FrameError::Replayed),
-        other => Err(unexpected(Kind::Response, &other)),
+    let r = match decode(bytes, key)? {
+        Body::Response(r) => r,
+        other => return Err(unexpected(Kind::Response, &other)),
+    };
+    if r.nonce != expected.client_nonce || r.challenge != expected.challenge {
+        return Err(FrameError::Replayed);
     }
+    if r.request != expected.request {
+        return Err(FrameError::OtherRequest);
+    }
+    if !r.member.eq_ignore_ascii_case(expected.member) {
+        return Err(FrameError::WrongMember {
+            expected: expected.member.to_string(),
+            got: r.member,
+        });
+    }
+    Ok(r)
 }
 
 #[cfg(test)]
@@ -437,20 +517,32 @@ mod tests {
             }),
             Body::Response(ResponseEnvelope {
                 nonce: Nonce([2; 16]),
+                challenge: Nonce([1; 16]),
+                member: "uuid-b".into(),
+                request: Digest([7; 32]),
                 response: Response::Holdings {
                     vips: vec!["10.0.0.11".parse().unwrap(), "fd00::11".parse().unwrap()],
                 },
             }),
             Body::Response(ResponseEnvelope {
                 nonce: Nonce([2; 16]),
+                challenge: Nonce([1; 16]),
+                member: "uuid-b".into(),
+                request: Digest([7; 32]),
                 response: Response::Applied,
             }),
             Body::Response(ResponseEnvelope {
                 nonce: Nonce([2; 16]),
+                challenge: Nonce([1; 16]),
+                member: "uuid-b".into(),
+                request: Digest([7; 32]),
                 response: Response::Released,
             }),
             Body::Response(ResponseEnvelope {
                 nonce: Nonce([2; 16]),
+                challenge: Nonce([1; 16]),
+                member: "uuid-b".into(),
+                request: Digest([7; 32]),
                 response: Response::Refused {
                     reason: "not the primary\n in my view".into(),
                 },
@@ -495,7 +587,7 @@ mod tests {
     #[test]
     fn the_layout_is_as_documented() {
         let frame = seal(Kind::Response, b"{}", &key()).unwrap();
-        assert_eq!(&frame[..12], b"VIPA\x01\x03\x00\x00\x00\x00\x00\x02");
+        assert_eq!(&frame[..12], b"VIPA\x02\x03\x00\x00\x00\x00\x00\x02");
         assert_eq!(&frame[12..14], b"{}");
         assert_eq!(frame.len(), 12 + 2 + 32);
         // RFC 2104 HMAC-SHA256 of the header and body, computed independently.
@@ -573,7 +665,7 @@ mod tests {
             decode(&f, &key()).unwrap_err()
         };
         assert_eq!(with(0, b'X'), FrameError::BadMagic);
-        assert_eq!(with(4, 2), FrameError::BadVersion(2));
+        assert_eq!(with(4, 1), FrameError::BadVersion(1));
         assert_eq!(with(5, 0), FrameError::BadKind(0));
         assert_eq!(with(5, 4), FrameError::BadKind(4));
         assert!(matches!(with(7, 1), FrameError::Malformed(_)));
@@ -700,26 +792,80 @@ mod tests {
     }
 
     #[test]
-    fn a_response_must_echo_the_client_nonce() {
-        let body = Body::Response(ResponseEnvelope {
-            nonce: Nonce([3; 16]),
-            response: Response::Applied,
-        });
-        let frame = encode(&body, &key()).unwrap();
+    fn a_response_must_be_for_this_connection_request_and_member() {
+        let sent = encode(&request(Nonce([1; 16])), &key()).unwrap();
+        let expected = Expected {
+            client_nonce: Nonce([3; 16]),
+            challenge: Nonce([1; 16]),
+            request: Digest::of(&sent),
+            member: "uuid-b",
+        };
+        let answer = |f: &dyn Fn(&mut ResponseEnvelope)| {
+            let mut r = ResponseEnvelope {
+                nonce: expected.client_nonce,
+                challenge: expected.challenge,
+                member: expected.member.to_string(),
+                request: expected.request,
+                response: Response::Released,
+            };
+            f(&mut r);
+            decode_response(
+                &encode(&Body::Response(r), &key()).unwrap(),
+                &key(),
+                &expected,
+            )
+        };
+        assert_eq!(answer(&|_| {}).unwrap().response, Response::Released);
         assert_eq!(
-            decode_response(&frame, &key(), &Nonce([3; 16]))
-                .unwrap()
-                .response,
-            Response::Applied
-        );
-        assert_eq!(
-            decode_response(&frame, &key(), &Nonce([4; 16])),
+            answer(&|r| r.nonce = Nonce([4; 16])),
             Err(FrameError::Replayed)
         );
+        assert_eq!(
+            answer(&|r| r.challenge = Nonce([4; 16])),
+            Err(FrameError::Replayed)
+        );
+        // Another request on the same connection, or the same request's bytes changed.
+        let other = encode(&request(Nonce([9; 16])), &key()).unwrap();
+        assert_eq!(
+            answer(&|r| r.request = Digest::of(&other)),
+            Err(FrameError::OtherRequest)
+        );
+        // Member C's genuine "Released", handed over as if B had said it.
+        let e = answer(&|r| r.member = "uuid-c".into()).unwrap_err();
+        assert_eq!(
+            e,
+            FrameError::WrongMember {
+                expected: "uuid-b".into(),
+                got: "uuid-c".into()
+            }
+        );
+        assert_eq!(e.kind(), "wrong_member");
+        assert!(
+            e.to_string()
+                .contains("comes from member \"uuid-c\", not \"uuid-b\""),
+            "{e}"
+        );
+        assert!(decode_request(&sent, &key(), &Nonce([1; 16])).is_ok());
         assert!(matches!(
-            decode_request(&frame, &key(), &Nonce([3; 16])),
+            decode_response(&sent, &key(), &expected),
             Err(FrameError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_digest_covers_every_byte_of_the_frame() {
+        let frame = encode(&request(Nonce([1; 16])), &key()).unwrap();
+        let d = Digest::of(&frame);
+        for at in [0, HEADER_LEN, frame.len() - 1] {
+            let mut f = frame.clone();
+            f[at] ^= 1;
+            assert_ne!(Digest::of(&f), d, "{at}");
+        }
+        // SHA-256 of "abc" (FIPS 180-2 appendix B.1).
+        assert_eq!(
+            hex::encode(Digest::of(b"abc").0),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
