@@ -430,3 +430,35 @@ async fn two_instances_on_one_host_keep_to_their_own_addresses() {
     assert_eq!(labels(), both[..1]);
     assert_eq!(cluster.holders(), [0]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_members_unreadable_row_does_not_freeze_the_vips() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    use vip_tests::sim::sql::{Column, Value};
+    let c = start(VipSettings {
+        instance: "badrow".into(),
+        ..VipSettings::default()
+    });
+    c.wait_sole_holder(0, SETTLE).unwrap();
+    // Every member shows h3's row with a port no TCP port can have.
+    c.group
+        .corrupt_cell(2, Column::MemberPort, Some(Value::Int(70_000)))
+        .unwrap();
+    let named = |c: &Cluster| {
+        (0..2).all(|i| {
+            c.events(i).iter().any(|e| {
+                e.event == "bad_row"
+                    && e.message.contains("row 3 (")
+                    && e.message.contains("MEMBER_PORT is \"70000\"")
+            })
+        })
+    };
+    c.wait(SETTLE, "a warning naming h3's row and cell", named)
+        .unwrap();
+    // h3 counts as not reachable; h1 and h2 are a majority and go on following the group.
+    c.group.switchover(1).unwrap();
+    c.wait_sole_holder(1, SETTLE).unwrap();
+    assert!(c.agent_problems().is_empty(), "{:?}", c.agent_problems());
+}

@@ -15,6 +15,7 @@ use super::auth::AuthPlugin;
 use super::model::{Event, MemberInfo, MemberRow, Plugin, Timings};
 use super::server::{Endpoint, Listen, MemberAddr, Server};
 use super::shim::Shared;
+use super::sql::{Column, Value};
 use super::state::World;
 
 /// MEMBER_VERSION of every member; the server version string adds "-sim".
@@ -450,6 +451,20 @@ impl SimGroup {
     pub fn set_plugin(&self, i: usize, plugin: Plugin) -> anyhow::Result<()> {
         self.check(i)?;
         self.world().set_plugin(i, plugin, Instant::now())
+    }
+
+    /// Fault injection: every member shows `column` of member `i`'s row as `value`
+    /// (`None` puts it back), e.g. a MEMBER_PORT above 65535 or an unknown
+    /// MEMBER_STATE, to check what the agent makes of a row it cannot read.
+    pub fn corrupt_cell(
+        &self,
+        i: usize,
+        column: Column,
+        value: Option<Value>,
+    ) -> anyhow::Result<()> {
+        self.check(i)?;
+        self.world().corrupt_cell(i, column, value, Instant::now());
+        Ok(())
     }
 
     /// group_replication_member_weight of member `i`, for later elections.

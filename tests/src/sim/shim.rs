@@ -110,6 +110,10 @@ impl sql::Source for MemberSource<'_> {
         self.world.rows(self.member)
     }
 
+    fn cell(&self, row: &MemberRow, column: sql::Column) -> Value {
+        self.world.cell(row, column)
+    }
+
     fn var(&self, var: Var) -> Result<Value, SqlError> {
         let w = self.world;
         let i = self.member;

@@ -5,7 +5,7 @@
 //! rows and variables). Understood:
 //! - `SET …` (accepted and ignored);
 //! - `SELECT <items> [FROM performance_schema.replication_group_members]
-//!   [WHERE <a> = <b> [AND …]] [;]`, where an item is `*` (with FROM only), a column of
+//!   [WHERE <a> = <b> [AND …]] [LIMIT <n>] [;]`, where an item is `*` (with FROM only), a column of
 //!   that table, a system variable (`@@name`, `@@global.name`, `@@session.name`) or a
 //!   number or string literal, each with an optional `[AS] alias`.
 //!
@@ -83,7 +83,7 @@ impl Column {
         }
     }
 
-    fn value(self, row: &MemberRow) -> Value {
+    pub fn value(self, row: &MemberRow) -> Value {
         let s = |s: &str| Value::Str(s.to_owned());
         match self {
             Column::ChannelName => s(&row.channel_name),
@@ -210,6 +210,8 @@ pub struct Select {
     pub from_members: bool,
     /// WHERE: all these equalities hold.
     pub filter: Vec<(Expr, Expr)>,
+    /// LIMIT: at most this many rows.
+    pub limit: Option<u64>,
 }
 
 /// A recognised statement.
@@ -279,6 +281,10 @@ impl std::error::Error for SqlError {}
 pub trait Source {
     fn rows(&self) -> Vec<MemberRow>;
     fn var(&self, var: Var) -> Result<Value, SqlError>;
+    /// The value of `column` in `row`.
+    fn cell(&self, row: &MemberRow, column: Column) -> Value {
+        column.value(row)
+    }
 }
 
 /// A result set.
@@ -306,7 +312,7 @@ impl Select {
         };
         let eval = |expr: &Expr, row: Option<&MemberRow>| -> Result<Value, SqlError> {
             match expr {
-                Expr::Column(c) => Ok(row.map_or(Value::Null, |r| c.value(r))),
+                Expr::Column(c) => Ok(row.map_or(Value::Null, |r| source.cell(r, *c))),
                 Expr::Var(v) => source.var(*v),
                 Expr::Literal(v) => Ok(v.clone()),
             }
@@ -317,7 +323,7 @@ impl Select {
             for (a, b) in &self.filter {
                 keep &= sql_eq(&eval(a, row.as_ref())?, &eval(b, row.as_ref())?);
             }
-            if keep {
+            if keep && self.limit.is_none_or(|n| (out.len() as u64) < n) {
                 let values = self.items.iter().map(|i| eval(&i.expr, row.as_ref()));
                 out.push(values.collect::<Result<Vec<_>, _>>()?);
             }
@@ -499,7 +505,7 @@ struct Parser<'a> {
     pos: usize,
 }
 
-const RESERVED: [&str; 4] = ["FROM", "WHERE", "AND", "AS"];
+const RESERVED: [&str; 5] = ["FROM", "WHERE", "AND", "AS", "LIMIT"];
 
 impl Parser<'_> {
     fn peek(&self) -> Option<&Tok> {
@@ -574,6 +580,19 @@ impl Parser<'_> {
                 }
             }
         }
+        // LIMIT row_count, as MySQL takes it: a non-negative integer literal.
+        let limit = if self.keyword("LIMIT") {
+            match self.peek() {
+                Some(Tok::Int(n, _)) if *n >= 0 => {
+                    let n = *n as u64;
+                    self.pos += 1;
+                    Some(n)
+                }
+                _ => return Err(self.syntax_error()),
+            }
+        } else {
+            None
+        };
         if self.pos != self.toks.len() {
             return Err(self.syntax_error());
         }
@@ -613,6 +632,7 @@ impl Parser<'_> {
             items,
             from_members,
             filter,
+            limit,
         })
     }
 
@@ -843,6 +863,30 @@ mod tests {
             s.evaluate(&Fake).unwrap().rows,
             [vec![Value::Str("u1".into())]]
         );
+    }
+
+    #[test]
+    fn limit_bounds_the_rows() {
+        let all = "SELECT member_id FROM performance_schema.replication_group_members";
+        assert_eq!(select(all).evaluate(&Fake).unwrap().rows.len(), 2);
+        let one = select(&format!("{all} LIMIT 1"));
+        assert_eq!(one.limit, Some(1));
+        assert_eq!(
+            one.evaluate(&Fake).unwrap().rows,
+            [vec![Value::Str("u1".into())]]
+        );
+        assert_eq!(
+            select(&format!("{all} limit 10;"))
+                .evaluate(&Fake)
+                .unwrap()
+                .rows
+                .len(),
+            2
+        );
+        let code = |sql: &str| parse(sql).unwrap_err().code();
+        assert_eq!(code(&format!("{all} LIMIT")), 1064);
+        assert_eq!(code(&format!("{all} LIMIT 'x'")), 1064);
+        assert_eq!(code(&format!("{all} LIMIT -1")), 1064);
     }
 
     #[test]

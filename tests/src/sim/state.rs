@@ -34,6 +34,7 @@ use super::model::{
     CHANNEL_NAME, COMMUNICATION_STACK, Event, MemberInfo, MemberRole, MemberRow, MemberState,
     Plugin, Timings,
 };
+use super::sql::{Column, Value};
 
 /// One member as another (or itself) sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +119,9 @@ pub struct World {
     events: Vec<Event>,
     started: Instant,
     now: Instant,
+    /// Fault injection, not MGR behaviour: cells of a member's row shown with another
+    /// value in every view of it (bad input for the agent's decoder).
+    corrupt: Vec<(String, Column, Value)>,
 }
 
 impl World {
@@ -171,6 +175,7 @@ impl World {
             events: Vec::new(),
             started: now,
             now,
+            corrupt: Vec::new(),
         };
         for &i in &in_group {
             world.elect(i, now);
@@ -600,6 +605,30 @@ impl World {
     }
 
     /// group_replication_member_weight of member `i` (used by later elections).
+    /// Shows `column` of member `i`'s row as `value` in every view (`None`: as it is).
+    pub fn corrupt_cell(&mut self, i: usize, column: Column, value: Option<Value>, now: Instant) {
+        let now = self.tick(now);
+        let uuid = self.members[i].info.uuid.clone();
+        self.corrupt
+            .retain(|(u, c, _)| !(u == &uuid && *c == column));
+        let what = match &value {
+            Some(v) => format!("{column:?} shown as {v:?} (fault injected)"),
+            None => format!("{column:?} shown as it is again"),
+        };
+        if let Some(v) = value {
+            self.corrupt.push((uuid, column, v));
+        }
+        self.log(now, Some(i), what);
+    }
+
+    /// The value shown for `column` of `row`: a corrupted one, else the real one.
+    pub fn cell(&self, row: &MemberRow, column: Column) -> Value {
+        self.corrupt
+            .iter()
+            .find(|(u, c, _)| *u == row.member_id && *c == column)
+            .map_or_else(|| column.value(row), |(_, _, v)| v.clone())
+    }
+
     pub fn set_weight(&mut self, i: usize, weight: u32, now: Instant) {
         let now = self.tick(now);
         self.members[i].info.weight = weight;

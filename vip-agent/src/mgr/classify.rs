@@ -5,9 +5,11 @@
 //!    not in the group.
 //! 2. Multi-primary mode (single_primary_mode OFF, or enforce_update_everywhere_checks ON):
 //!    refused, there is no single writer to follow.
-//! 3. A majority of this member's own view UNREACHABLE (exactly half counts, since half is
-//!    no majority): no quorum. The majority side will elect its own primary, so this one
-//!    must let go.
+//! 3. No majority of this member's own view ONLINE or RECOVERING (exactly half is no
+//!    majority): no quorum. UNREACHABLE members are missing, and so is any member in
+//!    another state (OFFLINE, ERROR, one this agent does not know, a row it could not
+//!    read): none of them is known to take part. The majority side will elect its own
+//!    primary, so this one must let go.
 //! 4. More than one reachable PRIMARY in the view: refused as multi-primary.
 //! 5. Own role PRIMARY or SECONDARY: that; any other role of an ONLINE member is unreadable.
 
@@ -52,16 +54,13 @@ pub fn classify(
         };
     }
     let total = rows.len();
-    let unreachable = rows
-        .iter()
-        .filter(|m| m.state == MemberState::Unreachable)
-        .count();
+    let unreachable = rows.iter().filter(|m| !m.state.counts_for_quorum()).count();
     if unreachable * 2 >= total {
         return NodeStatus::NoQuorum { unreachable, total };
     }
     let primaries = rows
         .iter()
-        .filter(|m| m.state != MemberState::Unreachable && m.role == Some(MemberRole::Primary))
+        .filter(|m| m.state.counts_for_quorum() && m.role == Some(MemberRole::Primary))
         .count();
     if primaries > 1 {
         return NodeStatus::MultiPrimary {
@@ -152,6 +151,32 @@ mod tests {
         ]);
         assert!(matches!(single("a", &rows), NodeStatus::NoQuorum { .. }));
         assert!(matches!(single("b", &rows), NodeStatus::NoQuorum { .. }));
+    }
+
+    #[test]
+    fn members_in_other_states_count_as_missing() {
+        // Only ONLINE and RECOVERING members are known to take part in the group.
+        for other in ["ERROR", "OFFLINE", "SOMETHING_NEW", "UNREADABLE ROW"] {
+            let rows = group(&[
+                ("a", "ONLINE", "PRIMARY"),
+                ("b", other, ""),
+                ("c", "UNREACHABLE", "SECONDARY"),
+            ]);
+            assert_eq!(
+                single("a", &rows),
+                NodeStatus::NoQuorum {
+                    unreachable: 2,
+                    total: 3
+                },
+                "{other}"
+            );
+        }
+        let rows = group(&[
+            ("a", "ONLINE", "PRIMARY"),
+            ("b", "RECOVERING", ""),
+            ("c", "UNREACHABLE", "SECONDARY"),
+        ]);
+        assert!(matches!(single("a", &rows), NodeStatus::Primary { .. }));
     }
 
     #[test]

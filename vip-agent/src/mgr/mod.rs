@@ -206,8 +206,8 @@ pub enum NodeStatus {
     Secondary { me: String, members: Vec<Member> },
     /// Own row OFFLINE, ERROR, RECOVERING or missing; no rows; plugin not loaded.
     NotInGroup { reason: String },
-    /// Own row ONLINE, but no majority of this member's view is reachable (exactly half
-    /// is not a majority).
+    /// Own row ONLINE, but no majority of this member's view is reachable, i.e. ONLINE or
+    /// RECOVERING (exactly half is not a majority).
     NoQuorum { unreachable: usize, total: usize },
     /// Multi-primary mode (or more than one reachable PRIMARY): the agent refuses to run a
     /// single write VIP for it.
@@ -281,7 +281,8 @@ impl fmt::Display for NodeStatus {
             NodeStatus::NotInGroup { reason } => write!(f, "not in the group: {reason}"),
             NodeStatus::NoQuorum { unreachable, total } => write!(
                 f,
-                "no quorum: {unreachable} of {total} members unreachable in this member's view"
+                "no quorum: {unreachable} of {total} members unreachable (not ONLINE or \
+                 RECOVERING) in this member's view"
             ),
             NodeStatus::MultiPrimary { reason } => {
                 write!(f, "refusing multi-primary: {reason}")

@@ -40,6 +40,8 @@ pub struct Poller {
     /// The local mysqld's @@server_uuid as last read: this member's identity towards
     /// other agents, also while mysqld is down.
     server_uuid: Option<String>,
+    /// The unreadable rows of the last view, logged when they change.
+    bad_rows: Vec<String>,
 }
 
 /// What one attempt at reading the view came to.
@@ -66,6 +68,7 @@ impl Poller {
             last_problem: None,
             round_trip: None,
             server_uuid: None,
+            bad_rows: Vec::new(),
         }
     }
 
@@ -145,6 +148,7 @@ impl Poller {
                 if !view.server_uuid.is_empty() {
                     self.server_uuid = Some(view.server_uuid.clone());
                 }
+                self.note_bad_rows(&view.bad_rows);
                 classify(
                     &view.server_uuid,
                     view.single_primary,
@@ -169,6 +173,24 @@ impl Poller {
                 }
             }
         }
+    }
+
+    /// Logs the rows of another member that could not be read, once while they stay
+    /// the same, and when they are readable again.
+    fn note_bad_rows(&mut self, rows: &[String]) {
+        if self.bad_rows == rows {
+            return;
+        }
+        for row in rows {
+            warn!(event = "bad_row", "mysqld's view: {row}");
+        }
+        if rows.is_empty() {
+            info!(
+                event = "bad_row",
+                "every row of mysqld's view can be read again"
+            );
+        }
+        self.bad_rows = rows.to_vec();
     }
 
     /// Turns an outcome into the status, keeping the timeout count and the logs.

@@ -18,9 +18,18 @@ use super::{Member, MemberRole, MemberState};
 pub const VARIABLES: &str = "SELECT @@server_uuid, @@group_replication_single_primary_mode, \
      @@group_replication_enforce_update_everywhere_checks";
 
-/// This member's view of the group.
+/// A group has at most 9 members (MySQL's limit for Group Replication).
+pub const MAX_MEMBERS: usize = 9;
+
+/// This member's view of the group, bounded by the server: one row more than a group
+/// can have tells a result that cannot be a group's view from one that can.
 pub const MEMBERS: &str = "SELECT MEMBER_ID, MEMBER_HOST, MEMBER_PORT, MEMBER_STATE, MEMBER_ROLE \
-     FROM performance_schema.replication_group_members";
+     FROM performance_schema.replication_group_members LIMIT 10";
+
+/// The longest MEMBER_ID accepted (a server_uuid is 36 characters).
+pub const MAX_MEMBER_ID: usize = 64;
+/// The longest MEMBER_HOST accepted (report_host is at most 255 characters).
+pub const MAX_MEMBER_HOST: usize = 255;
 
 /// The error MySQL returns for an unknown system variable.
 pub const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
@@ -31,8 +40,16 @@ pub struct View {
     pub server_uuid: String,
     pub single_primary: bool,
     pub enforce_everywhere: bool,
+    /// Every row; one that could not be read stands for a member that is not reachable
+    /// ([`MemberState::Other`]), so it still counts in the view's size.
     pub members: Vec<Member>,
+    /// What was wrong with each row that could not be read: the row, the member if its
+    /// id could be read, and the cell.
+    pub bad_rows: Vec<String>,
 }
+
+/// The state shown for a member whose row could not be read.
+pub const UNREADABLE_ROW: &str = "UNREADABLE ROW";
 
 #[derive(Debug)]
 pub enum ReadError {
@@ -67,6 +84,10 @@ fn cells(rows: Vec<Row>) -> Vec<Cells> {
 }
 
 /// Decodes the two results. Pure, so that every odd answer is tested without a server.
+///
+/// Only the variables and this member's own row can make the whole view unreadable:
+/// another member's bad row makes that member count as not reachable (and is named in
+/// [`View::bad_rows`]), so one odd cell elsewhere does not freeze every node's VIPs.
 pub fn decode(vars: &[Cells], members: &[Cells]) -> Result<View, String> {
     let [row] = vars else {
         return Err(format!(
@@ -81,24 +102,67 @@ pub fn decode(vars: &[Cells], members: &[Cells]) -> Result<View, String> {
         2,
         "@@group_replication_enforce_update_everywhere_checks",
     )?;
-    let members = members
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            member(row).map_err(|e| format!("replication_group_members row {}: {e}", i + 1))
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(View {
+    if members.len() > MAX_MEMBERS {
+        return Err(format!(
+            "replication_group_members has more than {MAX_MEMBERS} rows, and a group has at \
+             most {MAX_MEMBERS} members"
+        ));
+    }
+    let mut view = View {
         server_uuid,
         single_primary,
         enforce_everywhere,
-        members,
-    })
+        members: Vec::with_capacity(members.len()),
+        bad_rows: Vec::new(),
+    };
+    for (i, row) in members.iter().enumerate() {
+        match member(row) {
+            Ok(m) => view.members.push(m),
+            Err(e) => {
+                let id = member_id(row).ok().filter(|id| !id.is_empty());
+                let own = id
+                    .as_deref()
+                    .is_some_and(|id| id.eq_ignore_ascii_case(&view.server_uuid));
+                if own {
+                    return Err(format!(
+                        "replication_group_members row {} (this member's own row): {e}",
+                        i + 1
+                    ));
+                }
+                let who = id.clone().unwrap_or_else(|| "a member".to_string());
+                view.bad_rows.push(format!(
+                    "replication_group_members row {} ({who}): {e}; that member counts as not \
+                     reachable",
+                    i + 1
+                ));
+                view.members.push(Member {
+                    uuid: id.unwrap_or_default(),
+                    host: String::new(),
+                    port: None,
+                    state: MemberState::Other(UNREADABLE_ROW.into()),
+                    role: None,
+                });
+            }
+        }
+    }
+    Ok(view)
 }
 
 fn member(row: &Cells) -> Result<Member, String> {
-    let uuid = text(row, 0, "MEMBER_ID")?.unwrap_or_default();
+    let uuid = member_id(row)?;
     let host = text(row, 1, "MEMBER_HOST")?.unwrap_or_default();
+    let control = host.chars().any(char::is_control);
+    if host.len() > MAX_MEMBER_HOST || control {
+        return Err(format!(
+            "MEMBER_HOST is not a host name ({} bytes{})",
+            host.len(),
+            if control {
+                ", with control characters"
+            } else {
+                ""
+            }
+        ));
+    }
     let port = port(row, 2)?;
     let state = text(row, 3, "MEMBER_STATE")?.unwrap_or_default();
     let role = text(row, 4, "MEMBER_ROLE")?.unwrap_or_default();
@@ -109,6 +173,20 @@ fn member(row: &Cells) -> Result<Member, String> {
         state: MemberState::parse(&state),
         role: MemberRole::parse(&role),
     })
+}
+
+/// MEMBER_ID: empty (the plugin never started), or a uuid-like id of letters, digits
+/// and dashes; it goes into peer frames and log lines.
+fn member_id(row: &Cells) -> Result<String, String> {
+    let id = text(row, 0, "MEMBER_ID")?.unwrap_or_default();
+    if id.len() > MAX_MEMBER_ID || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(format!(
+            "MEMBER_ID is not a member uuid ({} bytes; at most {MAX_MEMBER_ID} letters, digits \
+             and dashes)",
+            id.len()
+        ));
+    }
+    Ok(id)
 }
 
 fn value<'a>(row: &'a Cells, i: usize, name: &str) -> Result<&'a Value, String> {
@@ -230,5 +308,116 @@ mod tests {
         assert!(err.contains("MEMBER_PORT is missing"), "{err}");
         let err = decode(&[], &[]).unwrap_err();
         assert!(err.contains("0 rows"), "{err}");
+    }
+
+    fn good(uuid: &str) -> Cells {
+        row(vec![
+            s(uuid),
+            s("db"),
+            s("3306"),
+            s("ONLINE"),
+            s("SECONDARY"),
+        ])
+    }
+
+    #[test]
+    fn another_members_bad_row_only_makes_it_unreachable() {
+        let bad_cells: Vec<(Cells, &str)> = vec![
+            (
+                row(vec![
+                    s("u3"),
+                    Value::Bytes(vec![0xff, 0xfe]),
+                    s("3306"),
+                    s("ONLINE"),
+                    s("SECONDARY"),
+                ]),
+                "MEMBER_HOST is not UTF-8",
+            ),
+            (
+                row(vec![
+                    s("u3"),
+                    s("db3"),
+                    s("70000"),
+                    s("ONLINE"),
+                    s("SECONDARY"),
+                ]),
+                "MEMBER_PORT is \"70000\"",
+            ),
+            (
+                row(vec![
+                    s("u3"),
+                    s("db3\nforged"),
+                    s("3306"),
+                    s("ONLINE"),
+                    s("SECONDARY"),
+                ]),
+                "MEMBER_HOST is not a host name (10 bytes, with control characters)",
+            ),
+            (
+                row(vec![
+                    s("u3"),
+                    s("db3"),
+                    Value::Float(1.5),
+                    s("ONLINE"),
+                    s("SECONDARY"),
+                ]),
+                "MEMBER_PORT has an unexpected value",
+            ),
+            (
+                row(vec![
+                    s(&"u".repeat(65)),
+                    s("db3"),
+                    s("3306"),
+                    s("ONLINE"),
+                    s("SECONDARY"),
+                ]),
+                "MEMBER_ID is not a member uuid (65 bytes",
+            ),
+            (row(vec![s("u3"), s("db3")]), "MEMBER_PORT is missing"),
+        ];
+        for (bad, cell) in bad_cells {
+            let members = vec![good("u1"), good("u2"), bad];
+            let view = decode(&vars("u1", "1", "0"), &members).unwrap();
+            assert_eq!(view.members.len(), 3);
+            assert_eq!(
+                view.members[2].state,
+                MemberState::Other(UNREADABLE_ROW.into())
+            );
+            assert!(!view.members[2].state.counts_for_quorum());
+            let [why] = view.bad_rows.as_slice() else {
+                panic!("{:?}", view.bad_rows)
+            };
+            assert!(
+                why.starts_with("replication_group_members row 3 ("),
+                "{why}"
+            );
+            assert!(why.contains(cell), "{cell}: {why}");
+            assert!(
+                why.ends_with("that member counts as not reachable"),
+                "{why}"
+            );
+        }
+        // The same in this member's own row: nothing can be known.
+        let own_bad = row(vec![
+            s("U1"),
+            s("db1"),
+            s("70000"),
+            s("ONLINE"),
+            s("PRIMARY"),
+        ]);
+        let err = decode(&vars("u1", "1", "0"), &[own_bad, good("u2")]).unwrap_err();
+        assert!(
+            err.contains("row 1 (this member's own row): MEMBER_PORT"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn more_rows_than_a_group_can_have_are_refused() {
+        let members: Vec<Cells> = (0..=MAX_MEMBERS).map(|i| good(&format!("u{i}"))).collect();
+        let err = decode(&vars("u0", "1", "0"), &members).unwrap_err();
+        assert!(err.contains("more than 9 rows"), "{err}");
+        assert!(decode(&vars("u0", "1", "0"), &members[..MAX_MEMBERS]).is_ok());
+        assert!(MEMBERS.ends_with("LIMIT 10"));
     }
 }
