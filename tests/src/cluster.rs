@@ -64,6 +64,11 @@ pub struct VipSettings {
     /// `[metrics] listen = …`, e.g. "127.0.0.1:9748" (each host's own loopback, inside
     /// its namespace); `None` leaves the table out: no endpoint.
     pub metrics_listen: Option<String>,
+    /// `peer.allow`; `None` leaves it out (the members' hosts may connect).
+    pub peer_allow: Option<Vec<String>>,
+    /// The agents see this file as /etc/resolv.conf (in a private mount namespace),
+    /// e.g. to point them at a name server that never answers.
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// The capabilities of packaging/vip-agent@.service, as setpriv names them.
@@ -94,6 +99,8 @@ impl Default for VipSettings {
             reannounce_interval_ms: 0,
             run_as: None,
             metrics_listen: None,
+            peer_allow: None,
+            resolv_conf: None,
         }
     }
 }
@@ -102,6 +109,13 @@ impl VipSettings {
     /// The config file text for an agent beside a member.
     pub fn toml(&self, password_file: &Path, key_file: &Path, socket: &Path) -> String {
         let read_vips: Vec<String> = self.read_vips.iter().map(|v| format!("\"{v}\"")).collect();
+        let allow = match &self.peer_allow {
+            Some(list) => {
+                let quoted: Vec<String> = list.iter().map(|a| format!("\"{a}\"")).collect();
+                format!("allow = [{}]\n", quoted.join(", "))
+            }
+            None => String::new(),
+        };
         let metrics = match &self.metrics_listen {
             Some(listen) => format!("\n[metrics]\nlisten = \"{listen}\"\n"),
             None => String::new(),
@@ -138,7 +152,7 @@ key_file = "{key_file}"
 timeout_ms = {peer_timeout}
 switchover_timeout_ms = {switchover}
 resync_interval_ms = {resync}
-
+{allow}
 [control]
 socket = "{socket}"
 {datapath}{metrics}"#,
@@ -163,6 +177,7 @@ socket = "{socket}"
             peer_timeout = self.peer_timeout_ms,
             switchover = self.switchover_timeout_ms,
             resync = self.resync_interval_ms,
+            allow = allow,
             socket = socket.display(),
             datapath = if self.ebpf {
                 ""
@@ -412,6 +427,14 @@ impl Cluster {
         }
         let mut cmd = match (&settings.drop_caps, &settings.run_as) {
             (_, Some(user)) => as_service_user(&self.agent_bin, &config, user),
+            (None, None) if settings.resolv_conf.is_some() => {
+                let mut cmd = Command::new("unshare");
+                cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                    .arg("mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"")
+                    .args(settings.resolv_conf.iter())
+                    .arg(&self.agent_bin);
+                cmd
+            }
             (None, None) => Command::new(&self.agent_bin),
             (Some(caps), None) => {
                 let drop: Vec<String> = caps.split(',').map(|c| format!("-{c}")).collect();
@@ -463,6 +486,15 @@ impl Cluster {
     /// Starts agent `i` again (after [`Cluster::stop_agent`]); its log is appended to.
     pub fn restart_agent(&mut self, i: usize) -> Result<()> {
         let agent = self.spawn_agent(i)?;
+        self.agents[i] = Some(agent);
+        Ok(())
+    }
+
+    /// Stops agent `i` and starts it again as itself (same instance, socket and log)
+    /// with other settings, e.g. a longer poll interval for one member.
+    pub fn restart_agent_with(&mut self, i: usize, settings: &VipSettings) -> Result<()> {
+        self.stop_agent(i)?;
+        let agent = self.spawn_agent_with(i, settings, &format!("h{}", i + 1))?;
         self.agents[i] = Some(agent);
         Ok(())
     }

@@ -103,9 +103,12 @@ async fn wrong_key_replay_stale_and_garbage_change_nothing() {
     if !vip_tests::privileged() {
         return;
     }
+    // The attacker's host may connect (as a member's compromised host could): what it
+    // sends is what is under test.
     let settings = VipSettings {
         read_vips: READS.iter().map(|s| vip(s)).collect(),
         instance: "atk".into(),
+        peer_allow: Some(vec!["198.51.100.0/24".into()]),
         ..VipSettings::default()
     };
     let c = Cluster::start(3, settings, vip_tests::agent_binary(), |g| g).unwrap();
@@ -243,4 +246,119 @@ async fn another_members_answer_is_not_taken_for_the_one_asked() {
         misdirected,
     )
     .unwrap();
+}
+
+/// A host without the key floods the old primary's peer port while a switchover runs:
+/// connections that never send and connections that send garbage. `allowed`: the
+/// flooding host may connect (it is in peer.allow, as a member's compromised host would
+/// be); else it is closed at accept by the default rule.
+async fn a_flood_does_not_hold_off_the_release(allowed: bool) {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let settings = VipSettings {
+        instance: if allowed { "flood-in" } else { "flood-out" }.into(),
+        // A failed release handshake would show as a 10 s wait.
+        switchover_timeout_ms: 10_000,
+        peer_allow: allowed.then(|| vec!["198.51.100.0/24".into()]),
+        ..VipSettings::default()
+    };
+    let mut c = Cluster::start(3, settings, vip_tests::agent_binary(), |g| g).unwrap();
+    c.wait_sole_holder(0, SETTLE).unwrap();
+    // The old primary polls seldom, so it still holds the VIP when the new primary takes
+    // over: the new one must ask it to release (the handshake under test) before binding.
+    let slow = VipSettings {
+        poll_interval_ms: 5000,
+        ..c.settings.clone()
+    };
+    c.restart_agent_with(0, &slow).unwrap();
+    c.wait(SETTLE, "h1's agent back", |c| {
+        c.control(0, &["status"]).is_ok_and(|o| o.status.success())
+    })
+    .unwrap();
+    assert_eq!(c.holders(), [0]);
+    let watch = c.lab.watch_addrs().unwrap();
+    let started = std::time::Instant::now();
+    let to: SocketAddr = (IpAddr::V4(c.host(0).ipv4()), c.settings.peer_port).into();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let (ns, stop) = (c.client().ns().to_owned(), stop.clone());
+        std::thread::spawn(move || {
+            vip_tests::netns::run_in(&ns, move || {
+                let (mut silent, mut garbage) = (0, 0);
+                let mut held = Vec::new();
+                while silent < 500
+                    || garbage < 500
+                    || !stop.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    // Rounds of 50 of each; the silent ones are kept open.
+                    if held.len() >= 500 {
+                        held.clear();
+                    }
+                    for _ in 0..50 {
+                        if let Ok(s) = TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
+                            held.push(s);
+                            silent += 1;
+                        }
+                        if let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
+                            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\nnot a peer frame at all");
+                            garbage += 1;
+                        }
+                    }
+                }
+                (silent, garbage)
+            })
+            .unwrap()
+        })
+    };
+    // The flood is under way when the group switches.
+    let flooded = |c: &Cluster| {
+        let kinds = ["not_allowed", "host_busy", "malformed", "timeout"];
+        kinds.iter().map(|k| rejected(c, 0, k)).sum::<u64>() >= 200
+    };
+    c.wait(SETTLE, "the flood to reach h1", flooded).unwrap();
+    c.group.switchover(1).unwrap();
+    // One poll to notice, then the handshake: within one peer timeout.
+    let limit = Duration::from_millis(c.settings.peer_timeout_ms + c.settings.poll_interval_ms);
+    let moved = vip_tests::lab::wait_for(limit, || c.holders() == [1]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (silent, garbage) = flood.join().unwrap();
+    assert!(
+        moved,
+        "the write VIP did not move to h2 within {limit:?} under the flood (holders {:?})\n{}",
+        c.holders(),
+        c.logs()
+    );
+    assert!(
+        silent >= 500 && garbage >= 500,
+        "{silent} silent, {garbage} garbage"
+    );
+    // The release handshake completed: h1 confirmed, h2 did not bind on a timeout.
+    let events = c.events(1);
+    assert!(
+        events.iter().any(|e| e.event == "write_release_confirmed"),
+        "h2 never got h1's confirmation\n{}",
+        c.logs()
+    );
+    assert!(
+        !events.iter().any(|e| e.event == "write_release_timeout"),
+        "{}",
+        c.logs()
+    );
+    let overlap = watch.overlap(c.settings.write_vip, started, |_, _| true);
+    assert_eq!(overlap, Duration::ZERO, "two holders\n{}", c.logs());
+    // Each refused connection was counted by why.
+    let why = if allowed { "host_busy" } else { "not_allowed" };
+    assert!(rejected(&c, 0, why) > 0, "no {why} count");
+    assert!(c.agent_problems().is_empty(), "{:?}", c.agent_problems());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_from_an_allowed_host_does_not_hold_off_the_release() {
+    a_flood_does_not_hold_off_the_release(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_from_a_host_outside_the_group_is_closed_at_accept() {
+    a_flood_does_not_hold_off_the_release(false).await;
 }

@@ -462,3 +462,75 @@ async fn another_members_unreadable_row_does_not_freeze_the_vips() {
     c.wait_sole_holder(1, SETTLE).unwrap();
     assert!(c.agent_problems().is_empty(), "{:?}", c.agent_problems());
 }
+
+/// A name server that takes every query and never answers, in the lab's client.
+fn black_hole_dns(c: &Cluster) -> std::thread::JoinHandle<()> {
+    let ns = c.client().ns().to_owned();
+    let addr = std::net::SocketAddr::new(IpAddr::V4(c.client().ipv4()), 53);
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let socket = vip_tests::netns::run_in(&ns, move || std::net::UdpSocket::bind(addr))
+            .unwrap()
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buf = [0u8; 512];
+        while socket.recv_from(&mut buf).is_ok() {}
+    });
+    ready.recv().unwrap();
+    thread
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_with_a_slow_resolver_still_lets_go_when_cut_off() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    // Every MEMBER_HOST is a name, and the agents' name server never answers: a lookup
+    // takes the resolver's whole timeout (2 tries of 5 s).
+    let dir = vip_tests::scratch::TempDir::new("resolv");
+    let resolv = dir.write(
+        "resolv.conf",
+        "nameserver 198.51.100.101\noptions timeout:5 attempts:2\n",
+    );
+    let settings = VipSettings {
+        instance: "slowdns".into(),
+        resolv_conf: Some(resolv),
+        ..v4()
+    };
+    let cluster = Cluster::start(3, settings, vip_tests::agent_binary(), |g| {
+        g.unreachable_after(Duration::from_millis(300))
+            .expel_after(Duration::from_millis(300))
+            .report_host_of(0, "h1.lab.test")
+            .report_host_of(1, "h2.lab.test")
+            .report_host_of(2, "h3.lab.test")
+    })
+    .unwrap();
+    let _dns = black_hole_dns(&cluster);
+    cluster.wait_sole_holder(0, SETTLE).unwrap();
+    // The hosts that do not resolve are named in status once the lookups give up.
+    let unresolved = |c: &Cluster| {
+        let out = c.control(0, &["status", "--json"]).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["unresolved"]["h2.lab.test"]
+            .as_str()
+            .is_some_and(|e| e.contains("h2.lab.test"))
+    };
+    cluster
+        .wait(
+            Duration::from_secs(40),
+            "h2.lab.test named as unresolved",
+            unresolved,
+        )
+        .unwrap();
+    let (h1, h2, h3) = (cluster.host(0), cluster.host(1), cluster.host(2));
+    cluster.lab.partition(&[&[h1], &[h2, h3]]).unwrap();
+    cluster.group.partition(&[&[0], &[1, 2]]).unwrap();
+    // h1 loses its quorum 0.3 s after the cut; its loop never waits on the resolver for
+    // longer than a peer call's timeout (1 s), so it lets go well before a lookup ends.
+    let released = wait_for(Duration::from_secs(3), || !cluster.holds_vip(0));
+    assert!(
+        released,
+        "h1 still holds the write VIP 3 s after losing its quorum\n{}",
+        cluster.logs()
+    );
+}

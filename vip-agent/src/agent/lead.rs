@@ -9,7 +9,7 @@
 //! never has two owners.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use super::{Agent, PUSH_RETRY, next_stamp, now_text};
 use crate::control::PeerHealth;
 use crate::mgr::{Member, MemberRole, MemberState, NodeStatus};
+use crate::peer::hosts::Hosts;
 use crate::peer::{Request, Response, client};
 use crate::plan::{self, Holdings, Placement, topology};
 
@@ -332,6 +333,7 @@ impl Agent {
         Caller {
             key: self.key.borrow().clone(),
             me: self.poller.server_uuid().unwrap_or_default().to_string(),
+            hosts: self.hosts.clone(),
             port: self.cfg.peer.port,
             timeout: self.cfg.peer.timeout,
         }
@@ -377,20 +379,28 @@ impl Agent {
     }
 }
 
-/// The key, this node's uuid, and the peer port and timeout: enough to call an agent.
+/// The key, this node's uuid, the hosts' addresses, and the peer port and timeout:
+/// enough to call an agent.
 struct Caller {
     key: std::sync::Arc<crate::peer::key::Key>,
     me: String,
+    hosts: Hosts,
     port: u16,
     timeout: Duration,
 }
 
 impl Caller {
-    /// Sends `request` to `peer`'s agent, within `peer.timeout_ms` and `limit`.
+    /// Sends `request` to `peer`'s agent, the lookup of its MEMBER_HOST included, within
+    /// `peer.timeout_ms` and `limit`.
     async fn call(&self, peer: &Peer, request: Request, limit: Duration) -> Result<Response> {
-        let addr = resolve(&peer.host, self.port).await?;
-        let limit = self.timeout.min(limit);
-        client::call(addr, &self.key, &self.me, &peer.uuid, request, limit)
+        let deadline = Instant::now() + self.timeout.min(limit);
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let addr = self
+            .hosts
+            .resolve(&peer.host, self.port, left())
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        client::call(addr, &self.key, &self.me, &peer.uuid, request, left())
             .await
             .map_err(|e| anyhow!("{e}"))
     }
@@ -418,16 +428,4 @@ fn others<'a>(members: &'a [Member], me: &'a str) -> impl Iterator<Item = Peer> 
             uuid: m.uuid.clone(),
             host: m.host.clone(),
         })
-}
-
-/// MEMBER_HOST and the peer port as a socket address (MEMBER_HOST may be a name).
-async fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| anyhow!("cannot resolve MEMBER_HOST {host}: {e}"))?
-        .next()
-        .ok_or_else(|| anyhow!("MEMBER_HOST {host} resolves to no address"))
 }

@@ -26,7 +26,7 @@ mod status;
 mod vips;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +42,7 @@ use crate::datapath::engine::Datapath;
 use crate::metrics::Metrics;
 use crate::mgr::{self, NodeStatus};
 use crate::net::addr::Addrs;
+use crate::peer::hosts::{Allow, Hosts};
 use crate::peer::key::Key;
 use crate::peer::server::{self as peer_server, Stats};
 use crate::plan::Placement;
@@ -68,6 +69,10 @@ pub struct Agent {
     last_announcement: Option<LastAnnouncement>,
     coord: Coord,
     key: watch::Sender<Arc<Key>>,
+    /// The members' hosts and their addresses, resolved off the loop.
+    hosts: Hosts,
+    /// Who may connect to the peer port (a reload swaps it).
+    allow: watch::Sender<Allow>,
     peer_stats: Arc<Stats>,
     /// Requests refused by the agent itself (stale stamp, sender not the primary, …).
     refused: BTreeMap<String, u64>,
@@ -142,7 +147,11 @@ impl Agent {
         let (announced_tx, _) = mpsc::unbounded_channel();
         let peer_stats = Arc::new(Stats::default());
         let metrics = Metrics::new(&cfg.vip, peer_stats.clone(), datapath.reader());
+        let hosts = Hosts::new();
+        let allow = watch::Sender::new(allow_rule(&cfg, &hosts));
         Ok(Agent {
+            hosts,
+            allow,
             cfg,
             config_path,
             poller,
@@ -251,25 +260,26 @@ impl Agent {
     /// Starts the peer server and the control socket; their requests come to the loop.
     async fn open_inbox(&mut self) -> Result<Inbox> {
         let (peer_tx, peer) = mpsc::channel(64);
-        let listen = SocketAddr::from((Ipv6Addr::UNSPECIFIED, self.cfg.peer.port));
+        let listen = SocketAddr::new(self.cfg.peer.listen, self.cfg.peer.port);
         let limits = peer_server::Limits {
             max_connections: self.cfg.peer.max_connections as usize,
-            read_timeout: self.cfg.peer.timeout,
+            max_per_host: self.cfg.peer.max_connections_per_host as usize,
+            pre_auth: pre_auth_deadline(self.cfg.peer.timeout),
             reply_timeout: self.cfg.peer.switchover_timeout + self.cfg.peer.timeout,
         };
         peer_server::listen(
             listen,
             self.key.subscribe(),
             limits,
+            self.allow.subscribe(),
             peer_tx,
             self.peer_stats.clone(),
         )
         .await
         .with_context(|| {
             format!(
-                "cannot listen on the peer port {} (peer.port): is another agent or program \
-                 using it?",
-                self.cfg.peer.port
+                "cannot listen on the peer port {listen} (peer.listen, peer.port): is another \
+                 agent or program using it?"
             )
         })?;
         let (control_tx, control) = mpsc::channel(16);
@@ -359,6 +369,9 @@ impl Agent {
 
     /// Logs a status change once, at a level that matches how bad it is.
     fn observe(&mut self, status: &NodeStatus) {
+        if let Some(members) = status.members() {
+            self.hosts.seen(members.iter().map(|m| m.host.as_str()));
+        }
         let text = status.to_string();
         if self.last_status.as_deref() == Some(text.as_str()) {
             return;
@@ -402,6 +415,21 @@ impl Agent {
 
     fn count_refusal(&mut self, kind: &str) {
         *self.refused.entry(kind.to_string()).or_default() += 1;
+    }
+}
+
+/// How long a peer connection may take to show it holds the key: half a peer timeout,
+/// so that slots held by clients without the key free up well within the time a
+/// member's own call has.
+pub fn pre_auth_deadline(peer_timeout: Duration) -> Duration {
+    (peer_timeout / 2).max(Duration::from_millis(50))
+}
+
+/// Who may connect to the peer port under `cfg`.
+fn allow_rule(cfg: &Config, hosts: &Hosts) -> Allow {
+    match &cfg.peer.allow {
+        Some(nets) => Allow::List(nets.clone()),
+        None => Allow::Members(hosts.clone()),
     }
 }
 

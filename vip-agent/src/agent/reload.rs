@@ -26,6 +26,11 @@ pub fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.instance != new.instance, "instance");
     check(old.control.socket != new.control.socket, "control.socket");
     check(old.peer.port != new.peer.port, "peer.port");
+    check(old.peer.listen != new.peer.listen, "peer.listen");
+    check(
+        old.peer.max_connections_per_host != new.peer.max_connections_per_host,
+        "peer.max_connections_per_host",
+    );
     check(
         old.peer.max_connections != new.peer.max_connections,
         "peer.max_connections",
@@ -72,6 +77,7 @@ pub fn changed(old: &Config, new: &Config) -> Vec<&'static str> {
             "vip.kill_connections_on_demotion",
         ),
         (old.peer.key_file != new.peer.key_file, "peer.key_file"),
+        (old.peer.allow != new.peer.allow, "peer.allow"),
         (old.peer.timeout != new.peer.timeout, "peer.timeout_ms"),
         (
             old.peer.switchover_timeout != new.peer.switchover_timeout,
@@ -130,6 +136,8 @@ impl Agent {
             self.poller = mgr::Poller::new(target);
         }
         self.key.send_replace(Arc::new(key));
+        self.allow
+            .send_replace(super::allow_rule(&new, &self.hosts));
         if new.mysql.poll_interval != self.cfg.mysql.poll_interval {
             self.ticker = tokio::time::interval(new.mysql.poll_interval);
             self.ticker

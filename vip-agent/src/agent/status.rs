@@ -65,9 +65,19 @@ impl Agent {
             (
                 "peer",
                 format!(
-                    "listening on [::]:{}, HMAC-SHA256, resync every {} s; {served} requests \
+                    "listening on {}, HMAC-SHA256, {}, resync every {} s; {served} requests \
                      served, {unanswered} unanswered",
-                    cfg.peer.port,
+                    std::net::SocketAddr::new(cfg.peer.listen, cfg.peer.port),
+                    match &cfg.peer.allow {
+                        Some(nets) => format!(
+                            "allowing {}",
+                            nets.iter()
+                                .map(|n| n.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        None => "allowing the members' hosts".to_string(),
+                    },
                     cfg.peer.resync_interval.as_secs()
                 ),
             ),
@@ -106,6 +116,7 @@ impl Agent {
             rejected_frames: rejected,
             subsystems,
             datapath: self.datapath.vips(),
+            unresolved: self.hosts.unresolved(),
         }
     }
 }

@@ -63,6 +63,9 @@ pub struct RawVip {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RawPeer {
     pub port: Option<i64>,
+    pub listen: Option<String>,
+    pub allow: Option<Vec<String>>,
+    pub max_connections_per_host: Option<i64>,
     pub key_file: Option<String>,
     pub timeout_ms: Option<i64>,
     pub switchover_timeout_ms: Option<i64>,
@@ -125,6 +128,9 @@ pub const VIP_KEYS: &[&str] = &[
 ];
 pub const PEER_KEYS: &[&str] = &[
     "port",
+    "listen",
+    "allow",
+    "max_connections_per_host",
     "key_file",
     "timeout_ms",
     "switchover_timeout_ms",
@@ -256,6 +262,9 @@ pub fn read(text: &str) -> Result<(RawConfig, Vec<ConfigError>), Vec<ConfigError
         };
         raw.peer = RawPeer {
             port: t.get("port"),
+            listen: t.get("listen"),
+            allow: t.get("allow"),
+            max_connections_per_host: t.get("max_connections_per_host"),
             key_file: t.get("key_file"),
             timeout_ms: t.get("timeout_ms"),
             switchover_timeout_ms: t.get("switchover_timeout_ms"),

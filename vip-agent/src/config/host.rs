@@ -111,6 +111,7 @@ unsafe fn address(
 /// Host checks against facts gathered by the caller: pure.
 pub fn check_host(cfg: &Config, host: &HostFacts) -> Vec<ConfigError> {
     let mut errors: Vec<ConfigError> = check_metrics(cfg, host).into_iter().collect();
+    errors.extend(check_peer_listen(cfg, host));
     let vip = &cfg.vip;
     if vip.nic.is_empty() {
         return errors;
@@ -165,6 +166,35 @@ pub fn check_host(cfg: &Config, host: &HostFacts) -> Vec<ConfigError> {
         }
     }
     errors
+}
+
+/// `peer.listen` must be an address this host has (or every address), and not a VIP:
+/// a VIP moves, and the other agents ask this one at its MEMBER_HOST.
+fn check_peer_listen(cfg: &Config, host: &HostFacts) -> Option<ConfigError> {
+    let ip = cfg.peer.listen;
+    let why = if cfg.vip.all_vips().any(|v| v == ip) {
+        format!(
+            "{ip} is a VIP, which moves between the nodes; listen on the address MEMBER_HOST \
+             names (the host's own), or on every address (remove the key)"
+        )
+    } else if ip.is_unspecified()
+        || host
+            .interfaces
+            .iter()
+            .any(|i| i.addrs.iter().any(|(a, ..)| *a == ip))
+    {
+        return None;
+    } else {
+        format!(
+            "{ip} is not an address of this host; use the address MEMBER_HOST names (the \
+             other agents connect there), or remove the key to listen on every address"
+        )
+    };
+    Some(ConfigError::value(
+        "peer.listen",
+        quote(&ip.to_string()),
+        why,
+    ))
 }
 
 /// `metrics.listen` must be an address this host has (or a wildcard, or loopback), or the
@@ -278,6 +308,32 @@ mod tests {
             vec![
                 "vip.nic = \"eth9\": no such interface on this host (found: lo, eth0) (greatdb_ha_mgr_vip_nic)"
             ]
+        );
+    }
+
+    #[test]
+    fn the_peer_address_must_be_this_hosts_and_not_a_vip() {
+        let base = config("write_vip = \"198.51.100.60\"", "eth0");
+        let with = |listen: &str| {
+            let mut cfg = base.clone();
+            cfg.peer.listen = listen.parse().unwrap();
+            messages(&cfg)
+        };
+        for ok in ["::", "0.0.0.0", "198.51.100.10"] {
+            assert!(with(ok).is_empty(), "{ok}: {:?}", with(ok));
+        }
+        let e = with("198.51.100.250");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(
+                "peer.listen = \"198.51.100.250\": 198.51.100.250 is not an address of this host"
+            ),
+            "{e:?}"
+        );
+        let e = with("198.51.100.60");
+        assert!(
+            e[0].contains("198.51.100.60 is a VIP, which moves between the nodes"),
+            "{e:?}"
         );
     }
 

@@ -147,6 +147,13 @@ impl VipConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerConfig {
     pub port: u16,
+    /// The address the peer port listens on; unspecified (`::`) is every address.
+    pub listen: IpAddr,
+    /// `peer.allow`: the only networks that may connect. `None`: the hosts of this
+    /// node's views (see [`crate::peer::hosts`]).
+    pub allow: Option<Vec<ipnet::IpNet>>,
+    /// Connections from one address at once.
+    pub max_connections_per_host: u32,
     /// Optional here; the agent requires it only where it needs one.
     pub key_file: Option<PathBuf>,
     /// One exchange with another agent (connect, request, answer).

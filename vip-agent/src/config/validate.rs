@@ -25,8 +25,12 @@ pub const DEFAULT_PEER_TIMEOUT_MS: u64 = 1000;
 pub const PEER_TIMEOUT_RANGE: (i64, i64) = (100, 10_000);
 pub const DEFAULT_SWITCHOVER_TIMEOUT_MS: u64 = 5000;
 pub const SWITCHOVER_TIMEOUT_RANGE: (i64, i64) = (500, 60_000);
-pub const DEFAULT_PEER_MAX_CONNECTIONS: u32 = 32;
+/// Room for every other member of a 9-member group at the per-host cap, and more.
+pub const DEFAULT_PEER_MAX_CONNECTIONS: u32 = 64;
 pub const PEER_MAX_CONNECTIONS_RANGE: (i64, i64) = (1, 1024);
+/// A member opens one connection at a time to another; 4 leaves room for retries.
+pub const DEFAULT_PEER_MAX_PER_HOST: u32 = 4;
+pub const PEER_MAX_PER_HOST_RANGE: (i64, i64) = (1, 1024);
 /// greatdb_ha re-sends the placement every 20 s.
 pub const DEFAULT_RESYNC_INTERVAL_MS: u64 = 20_000;
 pub const RESYNC_INTERVAL_RANGE: (i64, i64) = (1000, 600_000);
@@ -672,21 +676,42 @@ fn peer(raw: &RawPeer, errors: &mut Vec<ConfigError>) -> PeerConfig {
             ),
         });
     }
+    let max_connections = int(
+        "peer.max_connections",
+        raw.max_connections,
+        DEFAULT_PEER_MAX_CONNECTIONS,
+        PEER_MAX_CONNECTIONS_RANGE,
+        errors,
+    );
+    let max_connections_per_host = int(
+        "peer.max_connections_per_host",
+        raw.max_connections_per_host,
+        DEFAULT_PEER_MAX_PER_HOST,
+        PEER_MAX_PER_HOST_RANGE,
+        errors,
+    );
+    if max_connections_per_host > max_connections {
+        errors.push(ConfigError::value(
+            "peer.max_connections_per_host",
+            max_connections_per_host,
+            format!(
+                "must be at most peer.max_connections ({max_connections}): one host could \
+                 then hold every connection"
+            ),
+        ));
+    }
     PeerConfig {
         port: port("peer.port", raw.port, DEFAULT_PEER_PORT, errors),
+        listen: peer_listen(raw.listen.as_deref(), errors),
+        allow: raw.allow.as_ref().map(|list| peer_allow(list, errors)),
+        max_connections_per_host,
         key_file: raw
             .key_file
             .as_ref()
             .map(|p| absolute_path("peer.key_file", p, errors)),
         timeout,
         switchover_timeout,
-        max_connections: int(
-            "peer.max_connections",
-            raw.max_connections,
-            DEFAULT_PEER_MAX_CONNECTIONS,
-            PEER_MAX_CONNECTIONS_RANGE,
-            errors,
-        ),
+        max_connections,
         resync_interval: millis(
             "peer.resync_interval_ms",
             raw.resync_interval_ms,
@@ -695,6 +720,56 @@ fn peer(raw: &RawPeer, errors: &mut Vec<ConfigError>) -> PeerConfig {
             errors,
         ),
     }
+}
+
+/// `peer.listen`: an IP address (the host checks say whether it is this host's).
+fn peer_listen(text: Option<&str>, errors: &mut Vec<ConfigError>) -> IpAddr {
+    let every = IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED);
+    let Some(text) = text else { return every };
+    match text.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => {
+            errors.push(ConfigError::value(
+                "peer.listen",
+                quote(text),
+                "must be an IP address of this host, e.g. \"198.51.100.11\" or \"::\" for every \
+                 address (no port: that is peer.port; host names are not resolved)",
+            ));
+            every
+        }
+    }
+}
+
+/// `peer.allow`: addresses or networks (`198.51.100.0/24`, `2001:db8::11`).
+fn peer_allow(list: &[String], errors: &mut Vec<ConfigError>) -> Vec<ipnet::IpNet> {
+    if list.is_empty() {
+        errors.push(ConfigError::value(
+            "peer.allow",
+            "[]",
+            "an empty list lets no member connect; list the members' addresses or networks, \
+             or remove the key to allow the hosts of this node's views",
+        ));
+    }
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, text)| {
+            let net = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from));
+            match net {
+                Ok(net) => Some(net.trunc()),
+                Err(_) => {
+                    errors.push(ConfigError::value(
+                        format!("peer.allow[{i}]"),
+                        quote(text),
+                        "must be an IP address or a network, e.g. \"198.51.100.11\" or \
+                         \"198.51.100.0/24\"",
+                    ));
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// How long the guard answers a released VIP's stale clients: a minute covers ARP

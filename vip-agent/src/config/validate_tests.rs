@@ -52,7 +52,10 @@ fn a_minimal_config_gets_the_defaults() {
     assert_eq!(cfg.peer.key_file, None);
     assert_eq!(cfg.peer.timeout, Duration::from_millis(1000));
     assert_eq!(cfg.peer.switchover_timeout, Duration::from_millis(5000));
-    assert_eq!(cfg.peer.max_connections, 32);
+    assert_eq!(cfg.peer.max_connections, 64);
+    assert_eq!(cfg.peer.max_connections_per_host, 4);
+    assert!(cfg.peer.listen.is_unspecified());
+    assert_eq!(cfg.peer.allow, None);
     assert_eq!(cfg.peer.resync_interval, Duration::from_millis(20_000));
     assert_eq!(cfg.control.socket, Path::new("/run/vip-agent/default.sock"));
 }
@@ -535,8 +538,14 @@ fn peer_ranges() {
         } else {
             ""
         };
+        // At least one connection per host: the per-host cap follows a small total.
+        let per_host = if key == "max_connections" {
+            "\nmax_connections_per_host = 1"
+        } else {
+            ""
+        };
         for good in [low, high] {
-            let text = without_vip(&format!("[peer]\n{key} = {good}{timeout}"));
+            let text = without_vip(&format!("[peer]\n{key} = {good}{timeout}{per_host}"));
             if key == "timeout_ms" && good > 5000 {
                 continue; // above the default switchover wait; checked below
             }
@@ -548,6 +557,49 @@ fn peer_ranges() {
     ))
     .unwrap();
     assert_eq!(cfg.peer.timeout, cfg.peer.switchover_timeout);
+}
+
+#[test]
+fn who_may_reach_the_peer_port() {
+    let cfg = parse(&without_vip(
+        "[peer]\nlisten = \"198.51.100.11\"\nallow = [\"198.51.100.0/24\", \"2001:db8::11\", \
+         \"198.51.100.77/24\"]\nmax_connections_per_host = 2",
+    ))
+    .unwrap();
+    assert_eq!(cfg.peer.listen, "198.51.100.11".parse::<IpAddr>().unwrap());
+    let allow: Vec<String> = cfg
+        .peer
+        .allow
+        .unwrap()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    // A network written with host bits is taken as the network.
+    assert_eq!(
+        allow,
+        ["198.51.100.0/24", "2001:db8::11/128", "198.51.100.0/24"]
+    );
+    assert_eq!(cfg.peer.max_connections_per_host, 2);
+    one_error(
+        &without_vip("[peer]\nlisten = \"198.51.100.11:33062\""),
+        "peer.listen = \"198.51.100.11:33062\": must be an IP address of this host",
+    );
+    one_error(
+        &without_vip("[peer]\nallow = []"),
+        "peer.allow = []: an empty list lets no member connect",
+    );
+    one_error(
+        &without_vip("[peer]\nallow = [\"198.51.100.0/24\", \"db2.example\"]"),
+        "peer.allow[1] = \"db2.example\": must be an IP address or a network",
+    );
+    one_error(
+        &without_vip("[peer]\nmax_connections = 8\nmax_connections_per_host = 9"),
+        "peer.max_connections_per_host = 9: must be at most peer.max_connections (8)",
+    );
+    one_error(
+        &without_vip("[peer]\nmax_connections_per_host = 0"),
+        "peer.max_connections_per_host = 0: must be between 1 and 1024",
+    );
 }
 
 #[test]
@@ -793,7 +845,7 @@ fn bad_metrics_settings_name_the_key_and_the_fix() {
     // Misplaced, the key is found where it belongs.
     one_error(
         &format!("{base}listen = \"127.0.0.1:9748\"\n"),
-        "vip.listen (line 9, column 1): unknown key; did you mean `metrics.listen`? (it belongs \
-         in [metrics])",
+        "vip.listen (line 9, column 1): unknown key; did you mean `peer.listen` (in [peer]) or \
+         `metrics.listen` (in [metrics])?",
     );
 }

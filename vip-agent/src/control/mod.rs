@@ -81,6 +81,10 @@ pub struct Status {
     /// the guard's counters.
     #[serde(default)]
     pub datapath: Vec<crate::datapath::engine::VipDatapath>,
+    /// The members' hosts (MEMBER_HOST) that do not resolve, and why: this node cannot
+    /// reach their agents, nor does it let them connect.
+    #[serde(default)]
+    pub unresolved: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

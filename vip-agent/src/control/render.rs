@@ -155,6 +155,9 @@ pub fn status_text(s: &Status) -> String {
             .join(", ")
     };
     let _ = writeln!(out, "  rejected frames: {rejected}");
+    for (host, why) in &s.unresolved {
+        let _ = writeln!(out, "  unresolved host {host}: {why}");
+    }
 
     out.push_str("\nsubsystems\n");
     if s.subsystems.is_empty() {
@@ -316,6 +319,11 @@ mod tests {
             ]
             .into(),
             datapath: Vec::new(),
+            unresolved: [(
+                "db4.example".to_string(),
+                "cannot resolve MEMBER_HOST db4.example: failed to lookup address".to_string(),
+            )]
+            .into(),
             subsystems: [
                 (
                     "control".to_string(),
@@ -353,6 +361,7 @@ peers
   {B}  db2:33062  2025-01-02T03:04:06Z  -
   {C}  db3:33062  never                 connection refused
   rejected frames: malformed 1, unauthenticated 3
+  unresolved host db4.example: cannot resolve MEMBER_HOST db4.example: failed to lookup address
 
 subsystems
   control  /run/vip-agent/mgr3306.sock

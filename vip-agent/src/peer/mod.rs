@@ -32,6 +32,7 @@
 
 pub mod client;
 mod conn;
+pub mod hosts;
 pub mod key;
 pub mod server;
 mod stats;

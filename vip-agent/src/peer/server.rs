@@ -1,13 +1,24 @@
 //! The peer port's listener: one authenticated request per connection.
 //!
-//! Per connection: send a challenge (a fresh nonce), read one request frame within the
-//! read timeout, check it (header, MAC under the current key, JSON, the echoed nonce),
-//! hand it to the agent and wait for its answer within the reply timeout, write the
-//! response, close. Anything wrong closes the connection: the frame is counted in
-//! [`Stats`] and logged (rate-limited), and never reaches the agent.
+//! At accept: an address the [`Allow`] rule does not allow is closed at once, and so is
+//! one more connection from an address that already has [`Limits::max_per_host`] open,
+//! or one over [`Limits::max_connections`] in all. Then, per connection: send a
+//! challenge (a fresh nonce), read one request frame, both within the pre-authentication
+//! deadline, check it (header, MAC under the current key, JSON, the echoed nonce), hand
+//! it to the agent and wait for its answer within the reply timeout, write the response,
+//! close. Anything wrong closes the connection: it is counted in [`Stats`] and logged at
+//! most once per kind per 10 s, and never reaches the agent.
+//!
+//! Why a flood without the key cannot hold off a member: a connection holds a slot for
+//! at most the pre-authentication deadline, and the slots one address can hold are
+//! capped, so another address (a member) always finds one as long as
+//! `max_connections` covers `max_per_host` for every address allowed to connect (the
+//! members, by default; at most 9). A flood from addresses that are not allowed costs
+//! an accept and a close each.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -15,10 +26,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at};
 use tracing::{debug, error, warn};
 
 use super::conn::{self, ReadError};
+pub use super::hosts::Allow;
 use super::key::Key;
 use super::stats::LogLimiter;
 pub use super::stats::{Reject, Stats};
@@ -31,22 +43,61 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// The server's bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// For the client to send its whole request (and to read the answer): a slow or
-    /// silent client cannot hold a connection slot longer.
-    pub read_timeout: Duration,
+    /// From accept until the whole request is in (the challenge written, the request
+    /// read), and again for writing the answer: a slow or silent client, which has not
+    /// shown it holds the key, cannot hold a connection slot longer.
+    pub pre_auth: Duration,
     /// For the agent to answer an authenticated request.
     pub reply_timeout: Duration,
     /// Connections served at once; more are closed at once (counted as `busy`).
     pub max_connections: usize,
+    /// Connections from one address at once; more are closed at once (`host_busy`).
+    pub max_per_host: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            read_timeout: Duration::from_secs(5),
+            pre_auth: Duration::from_millis(500),
             reply_timeout: Duration::from_secs(10),
-            // A group has at most 9 members: 32 leaves room for retries and probes.
-            max_connections: 32,
+            max_connections: 64,
+            max_per_host: 4,
+        }
+    }
+}
+
+/// The open connections per address, each released when its [`HostSlot`] drops.
+#[derive(Debug, Default)]
+struct PerHost(Mutex<HashMap<IpAddr, usize>>);
+
+struct HostSlot {
+    hosts: Arc<PerHost>,
+    ip: IpAddr,
+}
+
+impl PerHost {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<HostSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(HostSlot {
+            hosts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for HostSlot {
+    fn drop(&mut self) {
+        let mut open = self.hosts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
         }
     }
 }
@@ -80,10 +131,11 @@ pub async fn listen(
     addr: SocketAddr,
     key: watch::Receiver<Arc<Key>>,
     limits: Limits,
+    allow: watch::Receiver<Allow>,
     tx: mpsc::Sender<Incoming>,
     stats: Arc<Stats>,
 ) -> std::io::Result<JoinHandle<()>> {
-    Ok(serve(bind(addr)?, key, limits, tx, stats))
+    Ok(serve(bind(addr)?, key, limits, allow, tx, stats))
 }
 
 /// The bind half of [`listen`] (tests bind port 0 and read the port back).
@@ -98,15 +150,18 @@ pub fn serve(
     listener: TcpListener,
     key: watch::Receiver<Arc<Key>>,
     limits: Limits,
+    allow: watch::Receiver<Allow>,
     tx: mpsc::Sender<Incoming>,
     stats: Arc<Stats>,
 ) -> JoinHandle<()> {
     let server = Arc::new(Server {
         key,
         limits,
+        allow,
         tx,
         stats,
         permits: Arc::new(Semaphore::new(limits.max_connections)),
+        per_host: Arc::default(),
         log: LogLimiter::new(LOG_INTERVAL),
     });
     tokio::spawn(server.accept_loop(listener))
@@ -131,16 +186,21 @@ fn bind_socket(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(128)?;
+    // Room for a burst of connections while the accept loop closes the unwanted ones: a
+    // full queue drops new SYNs, and a member's retransmitted SYN waits a second.
+    socket.listen(1024)?;
     TcpListener::from_std(socket.into())
 }
 
 struct Server {
     key: watch::Receiver<Arc<Key>>,
     limits: Limits,
+    /// A reload swaps it.
+    allow: watch::Receiver<Allow>,
     tx: mpsc::Sender<Incoming>,
     stats: Arc<Stats>,
     permits: Arc<Semaphore>,
+    per_host: Arc<PerHost>,
     log: LogLimiter,
 }
 
@@ -166,6 +226,28 @@ impl Server {
                 }
             };
             let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+            let allowed = self.allow.borrow().allows(peer.ip());
+            if !allowed {
+                self.reject(
+                    Reject::NotAllowed,
+                    peer,
+                    "not a member host of this node's views and not in peer.allow: closed at \
+                     accept",
+                );
+                continue;
+            }
+            let Some(slot) = self.per_host.take(peer.ip(), self.limits.max_per_host) else {
+                self.reject(
+                    Reject::HostBusy,
+                    peer,
+                    format_args!(
+                        "already {} connections open from {}: closed at once",
+                        self.limits.max_per_host,
+                        peer.ip()
+                    ),
+                );
+                continue;
+            };
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 self.reject(
                     Reject::Busy,
@@ -180,7 +262,7 @@ impl Server {
             let server = self.clone();
             tokio::spawn(async move {
                 server.serve(stream, peer).await;
-                drop(permit);
+                drop((permit, slot));
             });
         }
     }
@@ -200,11 +282,13 @@ impl Server {
         let Ok(challenge) = wire::encode(&Body::Challenge(Challenge { nonce }), &key) else {
             return;
         };
-        if !self.write(&mut stream, &challenge, peer).await {
+        // One deadline for everything before the request is authenticated.
+        let deadline = tokio::time::Instant::now() + limits.pre_auth;
+        if !self.write(&mut stream, &challenge, peer, deadline).await {
             return;
         }
 
-        let bytes = match timeout(limits.read_timeout, conn::read_frame(&mut stream)).await {
+        let bytes = match timeout_at(deadline, conn::read_frame(&mut stream)).await {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(ReadError::Frame(e))) => return self.reject(Reject::of(&e), peer, e),
             Ok(Err(ReadError::Closed)) => {
@@ -215,7 +299,7 @@ impl Server {
                 return self.reject(
                     Reject::Timeout,
                     peer,
-                    format_args!("no complete request within {:?}", limits.read_timeout),
+                    format_args!("no complete request within {:?}", limits.pre_auth),
                 );
             }
         };
@@ -270,16 +354,23 @@ impl Server {
                 return error!(event = "peer_response_failed", %peer, "peer port: cannot send the answer: {e}");
             }
         };
-        if self.write(&mut stream, &frame, peer).await {
+        let deadline = tokio::time::Instant::now() + limits.pre_auth;
+        if self.write(&mut stream, &frame, peer, deadline).await {
             self.stats.count_served();
-            let _ = timeout(limits.read_timeout, stream.shutdown()).await;
+            let _ = timeout_at(deadline, stream.shutdown()).await;
         }
     }
 
-    /// Writes a whole frame within the read timeout (a client that does not read is as
-    /// bad as one that does not write).
-    async fn write(&self, stream: &mut TcpStream, frame: &[u8], peer: SocketAddr) -> bool {
-        match timeout(self.limits.read_timeout, stream.write_all(frame)).await {
+    /// Writes a whole frame by `deadline` (a client that does not read is as bad as one
+    /// that does not write).
+    async fn write(
+        &self,
+        stream: &mut TcpStream,
+        frame: &[u8],
+        peer: SocketAddr,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        match timeout_at(deadline, stream.write_all(frame)).await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 debug!(%peer, "peer port: writing: {e}");
@@ -289,10 +380,7 @@ impl Server {
                 self.reject(
                     Reject::Timeout,
                     peer,
-                    format_args!(
-                        "not reading: a write took over {:?}",
-                        self.limits.read_timeout
-                    ),
+                    format_args!("not reading: a write took over {:?}", self.limits.pre_auth),
                 );
                 false
             }

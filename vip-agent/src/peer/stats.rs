@@ -24,12 +24,17 @@ pub enum Reject {
     Replayed,
     /// Over the connection cap: closed at once.
     Busy,
-    /// No complete request within the read timeout (or a reader too slow for the answer).
+    /// No complete request within the pre-authentication deadline (or a reader too slow
+    /// for the answer).
     Timeout,
+    /// From an address that may not connect (not a member's, not in `peer.allow`).
+    NotAllowed,
+    /// Over the cap of connections from one address: closed at once.
+    HostBusy,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 7] = [
+    pub const ALL: [Reject; 9] = [
         Reject::Unauthenticated,
         Reject::Malformed,
         Reject::Oversized,
@@ -37,6 +42,8 @@ impl Reject {
         Reject::Replayed,
         Reject::Busy,
         Reject::Timeout,
+        Reject::NotAllowed,
+        Reject::HostBusy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +55,8 @@ impl Reject {
             Reject::Replayed => "replayed",
             Reject::Busy => "busy",
             Reject::Timeout => "timeout",
+            Reject::NotAllowed => "not_allowed",
+            Reject::HostBusy => "host_busy",
         }
     }
 
@@ -203,7 +212,9 @@ mod tests {
             names,
             [
                 "busy",
+                "host_busy",
                 "malformed",
+                "not_allowed",
                 "oversized",
                 "replayed",
                 "served",

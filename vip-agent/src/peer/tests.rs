@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::client::{CallError, call};
+use super::hosts::Allow;
 use super::key::Key;
 use super::server::{self, Incoming, Limits, Reject, Stats};
 use super::wire::{
@@ -62,12 +63,21 @@ impl Harness {
     /// A server on `bind` (port 0) and a stand-in agent that answers every request
     /// (or, with `answer` false, holds the reply and never answers).
     async fn start_answering(bind: &str, limits: Limits, answer: bool) -> Harness {
+        Harness::start_with(bind, limits, answer, allow_all()).await
+    }
+
+    async fn start_with(
+        bind: &str,
+        limits: Limits,
+        answer: bool,
+        allow: watch::Receiver<Allow>,
+    ) -> Harness {
         let listener = server::bind(bind.parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let (key, key_rx) = watch::channel(Arc::new(key_a()));
         let (tx, mut rx) = mpsc::channel::<Incoming>(8);
         let stats = Arc::new(Stats::default());
-        let server = server::serve(listener, key_rx, limits, tx, stats.clone());
+        let server = server::serve(listener, key_rx, limits, allow, tx, stats.clone());
         let received: Received = Arc::default();
         let seen = received.clone();
         tokio::spawn(async move {
@@ -150,10 +160,18 @@ impl Harness {
 
 fn test_limits() -> Limits {
     Limits {
-        read_timeout: Duration::from_secs(5),
+        pre_auth: Duration::from_secs(5),
         reply_timeout: Duration::from_secs(5),
         max_connections: 4,
+        // Every test client is 127.0.0.1: the per-host cap has tests of its own.
+        max_per_host: 100,
     }
+}
+
+/// Everyone may connect (the tests on loopback are about frames, not addresses).
+fn allow_all() -> watch::Receiver<Allow> {
+    let nets = vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+    watch::channel(Allow::List(nets)).1
 }
 
 /// Connects and reads the server's challenge, as a client would.
@@ -266,9 +284,16 @@ async fn a_port_in_use_is_an_error_naming_it() {
     let addr = taken.local_addr().unwrap();
     let (_key, key_rx) = watch::channel(Arc::new(key_a()));
     let (tx, _rx) = mpsc::channel(1);
-    let e = server::listen(addr, key_rx, Limits::default(), tx, Arc::default())
-        .await
-        .unwrap_err();
+    let e = server::listen(
+        addr,
+        key_rx,
+        Limits::default(),
+        allow_all(),
+        tx,
+        Arc::default(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
     assert!(
         e.to_string().contains(&format!("cannot listen on {addr}")),
@@ -314,7 +339,7 @@ async fn bad_json_under_a_valid_mac_is_malformed() {
 async fn an_oversized_length_is_refused_from_the_header() {
     // A long read timeout: if the server waited for the 1 GiB body, this would hang.
     let limits = Limits {
-        read_timeout: Duration::from_secs(60),
+        pre_auth: Duration::from_secs(60),
         ..test_limits()
     };
     let h = Harness::start("127.0.0.1:0", limits).await;
@@ -344,7 +369,7 @@ async fn eof_mid_frame_is_truncated() {
 #[tokio::test]
 async fn a_silent_or_slow_client_times_out() {
     let limits = Limits {
-        read_timeout: Duration::from_millis(300),
+        pre_auth: Duration::from_millis(300),
         ..test_limits()
     };
     let h = Harness::start("127.0.0.1:0", limits).await;
@@ -760,7 +785,14 @@ async fn the_server_stops_when_the_agent_is_gone() {
     let listener = server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let (_key, key_rx) = watch::channel(Arc::new(key_a()));
     let (tx, rx) = mpsc::channel(1);
-    let handle = server::serve(listener, key_rx, test_limits(), tx, Arc::default());
+    let handle = server::serve(
+        listener,
+        key_rx,
+        test_limits(),
+        allow_all(),
+        tx,
+        Arc::default(),
+    );
     drop(rx);
     tokio::time::timeout(WAIT, handle)
         .await
@@ -782,4 +814,73 @@ fn an_unknown_field_inside_a_request_is_malformed() {
     let good = String::from_utf8(good).unwrap().replace(",\"extra\":1", "");
     let frame = super::wire::seal(super::wire::Kind::Request, good.as_bytes(), &key).unwrap();
     assert!(super::wire::decode(&frame, &key).is_ok());
+}
+
+/// A connection from `from` (any 127.0.0.0/8 address is loopback) to `to`.
+async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_address_that_is_not_allowed_is_closed_at_accept() {
+    let only = watch::channel(Allow::List(vec!["127.0.0.2/32".parse().unwrap()])).1;
+    let h = Harness::start_with("127.0.0.1:0", test_limits(), true, only).await;
+    // 127.0.0.1 may not connect: no challenge, just the close.
+    let mut s = connect_from("127.0.0.1", h.addr).await;
+    expect_closed(&mut s).await;
+    until("a `not_allowed` count", || {
+        h.stats.rejected(Reject::NotAllowed) == 1
+    })
+    .await;
+    // 127.0.0.2 may.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut s = socket.connect(h.addr).await.unwrap();
+    let frame = super::conn::read_frame(&mut s).await.unwrap();
+    assert!(wire::decode_challenge(&frame, &key_a()).is_ok());
+    assert_eq!(h.received(), 0);
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_the_slots_of_another() {
+    let limits = Limits {
+        max_connections: 8,
+        max_per_host: 2,
+        ..test_limits()
+    };
+    let h = Harness::start("127.0.0.1:0", limits).await;
+    // A flood from 127.0.0.2: connections that never send.
+    let mut flood = Vec::new();
+    for _ in 0..20 {
+        flood.push(connect_from("127.0.0.2", h.addr).await);
+    }
+    until("the flood capped per host", || {
+        h.stats.rejected(Reject::HostBusy) == 18
+    })
+    .await;
+    assert_eq!(h.stats.rejected(Reject::Busy), 0);
+    // A member on another address is served at once.
+    assert_eq!(
+        h.good_call().await,
+        Response::Holdings {
+            vips: vec!["10.0.0.11".parse().unwrap()]
+        }
+    );
+    drop(flood);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_client_holds_its_slot_only_until_the_pre_auth_deadline() {
+    let limits = Limits {
+        pre_auth: Duration::from_millis(500),
+        max_connections: 1,
+        ..test_limits()
+    };
+    let h = Harness::start("127.0.0.1:0", limits).await;
+    // It reads the challenge and then sends nothing.
+    let (mut silent, _) = raw_connect(h.addr).await;
+    expect_closed(&mut silent).await;
+    h.assert_rejected(Reject::Timeout).await;
 }
