@@ -64,25 +64,24 @@ async fn stale_client_gets_a_rst_from_the_old_node(settings: VipSettings) {
     let row = guard_row(&c, 0, write);
     assert_eq!(row["state"], "released", "{row}");
     assert!(row["rst_sent"].as_u64() >= Some(1), "{row}");
-    // The guard's own log line (aya-log) reaches the agent's log, naming the client.
+    // The agent's once-a-second summary names the VIP and the client.
     let client = c.client();
     let client_ip = if write.is_ipv4() {
         client.ipv4().to_string()
     } else {
-        client.ipv6().to_string()
+        format!("[{}]", client.ipv6())
     };
-    let line = format!(
-        "guard: RST to stale client {}",
-        if write.is_ipv4() {
-            client_ip.clone()
-        } else {
-            format!("[{client_ip}]")
-        }
-    );
-    let logged = vip_tests::lab::wait_for(Duration::from_secs(5), || c.logs().contains(&line));
+    let logged = vip_tests::lab::wait_for(Duration::from_secs(5), || {
+        c.events(0).iter().any(|e| {
+            e.event == "guard_rst"
+                && e.message
+                    .contains(&format!("stale clients of released VIP {write}"))
+                && e.message.contains(&format!("(last: {client_ip}:"))
+        })
+    });
     assert!(
         logged,
-        "no guard line for {client_ip} in the agent's log\n{}",
+        "no guard summary naming {client_ip} in the agent's log\n{}",
         c.logs()
     );
 
@@ -109,4 +108,81 @@ async fn stale_client_gets_a_rst_ipv6() {
         ..VipSettings::default()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_stale_segments_is_counted_exactly_and_summed_up_in_the_log() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let c = Cluster::start(
+        3,
+        VipSettings {
+            instance: "stflood".into(),
+            ..VipSettings::default()
+        },
+        vip_tests::agent_binary(),
+        |g| g,
+    )
+    .unwrap();
+    let write = c.settings.write_vip;
+    c.wait_sole_holder(0, SETTLE).unwrap();
+    let old = c.host(0).mac().to_string();
+    c.group.switchover(1).unwrap();
+    c.wait_sole_holder(1, SETTLE).unwrap();
+    let vip = write.to_string();
+    c.client()
+        .ip(&[
+            "neigh",
+            "replace",
+            &vip,
+            "lladdr",
+            &old,
+            "dev",
+            NIC,
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    // Thousands of connection attempts, each one SYN answered with one RST.
+    const SYNS: u64 = 3000;
+    let to = SocketAddr::new(write, MYSQL_PORT);
+    let (refused, took) = vip_tests::netns::run_in(c.client().ns(), move || {
+        let t0 = Instant::now();
+        let refused = (0..SYNS)
+            .filter(|_| {
+                TcpStream::connect_timeout(&to, Duration::from_secs(5))
+                    .is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused)
+            })
+            .count() as u64;
+        (refused, t0.elapsed())
+    })
+    .unwrap();
+    assert_eq!(refused, SYNS, "every attempt should be refused at once");
+    // The counters are exact ...
+    let counted = vip_tests::lab::wait_for(Duration::from_secs(5), || {
+        guard_row(&c, 0, write)["rst_sent"].as_u64() == Some(SYNS)
+    });
+    assert!(counted, "{}", guard_row(&c, 0, write));
+    // ... and the log sums them up: at most one line per second (and one to flush),
+    // whose counts add up to every RST.
+    let summed = |c: &Cluster| {
+        let lines: Vec<u64> = c
+            .events(0)
+            .iter()
+            .filter(|e| e.event == "guard_rst")
+            .filter_map(|e| e.fields["rsts"].as_u64())
+            .collect();
+        (lines.iter().sum::<u64>() == SYNS).then_some(lines.len())
+    };
+    assert!(
+        vip_tests::lab::wait_for(Duration::from_secs(5), || summed(&c).is_some()),
+        "the guard lines do not add up to {SYNS}\n{}",
+        c.logs()
+    );
+    let lines = summed(&c).unwrap() as u64;
+    assert!(
+        lines <= took.as_secs() + 2,
+        "{lines} guard lines for a flood of {took:?}"
+    );
 }

@@ -202,9 +202,18 @@ impl Agent {
             control = %self.cfg.control.socket.display(),
             "vip-agent started"
         );
+        // The guard's RSTs are summed up once a second, never logged one by one.
+        let mut guard_log = tokio::time::interval(GUARD_LOG_INTERVAL);
+        guard_log.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_guard_log = Instant::now();
         loop {
             tokio::select! {
                 _ = term.recv() => break,
+                _ = guard_log.tick() => {
+                    self.log_guard_resets(last_guard_log.elapsed());
+                    last_guard_log = Instant::now();
+                    continue;
+                }
                 _ = tokio::signal::ctrl_c() => break,
                 _ = hup.recv() => {
                     if let Err(e) = self.reload().await {
@@ -342,6 +351,28 @@ impl Agent {
                 event = "reannounce",
                 "could not list the VIPs to re-announce: {e:#}"
             ),
+        }
+    }
+
+    /// One line per VIP whose stale clients the guard answered since the last line.
+    fn log_guard_resets(&mut self, over: Duration) {
+        for r in self.datapath.new_resets() {
+            let last = r
+                .last_client
+                .map_or_else(|| "unknown".to_string(), |c| c.to_string());
+            info!(
+                event = "guard_rst",
+                vip = %r.vip,
+                rsts = r.new,
+                total = r.total,
+                last_client = %last,
+                "guard: {} RST(s) in the last {:.1} s to stale clients of released VIP {} \
+                 (last: {last}; {} since the guard started)",
+                r.new,
+                over.as_secs_f64(),
+                r.vip,
+                r.total
+            );
         }
     }
 
@@ -494,3 +525,6 @@ fn next_stamp(last: u64) -> u64 {
 
 /// How often a push that failed is tried again.
 const PUSH_RETRY: Duration = Duration::from_millis(500);
+
+/// How often the guard's RSTs are summed up in the log (at most one line per VIP).
+const GUARD_LOG_INTERVAL: Duration = Duration::from_secs(1);

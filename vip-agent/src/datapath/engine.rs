@@ -59,6 +59,15 @@ pub struct VipDatapath {
     pub neigh_dropped: u64,
 }
 
+/// RSTs the guard sent for one VIP since the last look.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardResets {
+    pub vip: IpAddr,
+    pub new: u64,
+    pub total: u64,
+    pub last_client: Option<std::net::SocketAddr>,
+}
+
 pub struct Datapath {
     ebpf: Option<Ebpf>,
     reset: Option<ResetProgram>,
@@ -76,6 +85,8 @@ pub struct Datapath {
     links: Vec<FdLink>,
     pub modes: Modes,
     guard_window: Duration,
+    /// Each VIP's RST count as of the last [`Datapath::new_resets`].
+    rst_seen: std::collections::BTreeMap<IpAddr, u64>,
 }
 
 impl Datapath {
@@ -98,6 +109,7 @@ impl Datapath {
             links: Vec::new(),
             modes: Modes::default(),
             guard_window: d.guard_window,
+            rst_seen: Default::default(),
         };
         let forced_netlink = std::env::var("VIP_AGENT_RESET_PATH").is_ok_and(|v| v == "netlink");
         let kernel = match caps.missing_for_tracing() {
@@ -181,7 +193,6 @@ impl Datapath {
         let mut ebpf = loader
             .load(patched.bytes())
             .map_err(|e| permission_hint(anyhow::Error::new(e), "load vip-agent's eBPF object"))?;
-        self.start_logger(&mut ebpf);
         let vips = HashMap::try_from(ebpf.take_map("VIPS").context("no VIPS map")?)?;
         let mut table = VipTable::new(vips);
         // The guard windows of VIPs released before a restart go on; HELD entries are set
@@ -200,35 +211,6 @@ impl Datapath {
         )?);
         self.ebpf = Some(ebpf);
         Ok(pins_mode)
-    }
-
-    /// aya-log records from the programs go to the agent's log (through `log`).
-    fn start_logger(&self, ebpf: &mut Ebpf) {
-        match aya_log::EbpfLogger::init(ebpf) {
-            // SAFETY: the logger owns its ring buffer's fd, open until the logger drops,
-            // and the AsyncFd owns the logger.
-            Ok(logger) => match unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(
-                    logger,
-                    tokio::io::Interest::READABLE,
-                )
-            } {
-                Ok(mut fd) => {
-                    tokio::spawn(async move {
-                        while let Ok(mut ready) = fd.readable_mut().await {
-                            ready.get_inner_mut().flush();
-                            ready.clear_ready();
-                        }
-                    });
-                }
-                Err(e) => warn!(
-                    event = "datapath",
-                    "eBPF program logs are not read: {}",
-                    e.into_parts().1
-                ),
-            },
-            Err(e) => warn!(event = "datapath", "eBPF program logs are not read: {e}"),
-        }
     }
 
     fn start_tracking(&mut self, cfg: &Config, kernel: &Result<KernelBtf, String>) {
@@ -468,6 +450,37 @@ impl Datapath {
             .and_then(|m| guard::read_counters(m).ok())
             .unwrap_or_default();
         summarize(table.entries(), &self.connections(), &counters)
+    }
+
+    /// The guard's RSTs since the last call, per VIP that sent any: for one summary
+    /// line per VIP, however many segments a flood of stale (or spoofed) clients sends.
+    /// The counts are exact: they come from the per-CPU counters.
+    pub fn new_resets(&mut self) -> Vec<GuardResets> {
+        if !self.guard {
+            return Vec::new();
+        }
+        let Some(counters) = self
+            .counters
+            .as_ref()
+            .and_then(|m| guard::read_counters(m).ok())
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for c in counters {
+            let seen = self.rst_seen.insert(c.vip, c.rst_sent).unwrap_or(0);
+            // A smaller count: the map started again (a new pin); count from zero.
+            let new = c.rst_sent.checked_sub(seen).unwrap_or(c.rst_sent);
+            if new > 0 {
+                out.push(GuardResets {
+                    vip: c.vip,
+                    new,
+                    total: c.rst_sent,
+                    last_client: c.last_client,
+                });
+            }
+        }
+        out
     }
 
     /// Read-only handles on the maps for the metrics endpoint (see [`MapReader`]);

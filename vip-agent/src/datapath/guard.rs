@@ -17,7 +17,7 @@
 //! ([`XdpMode::Skb`]) mode always works there. See [`auto_mode`].
 
 use std::borrow::Borrow;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -235,6 +235,8 @@ pub struct VipCounters {
     pub dropped: u64,
     /// ARP requests and neighbour solicitations for the released VIP dropped.
     pub neigh_dropped: u64,
+    /// The client most recently answered with a RST, on any CPU.
+    pub last_client: Option<SocketAddr>,
 }
 
 impl VipCounters {
@@ -247,16 +249,35 @@ impl VipCounters {
             rst_sent: 0,
             dropped: 0,
             neigh_dropped: 0,
+            last_client: None,
         };
+        let mut last_ns = 0;
         for c in per_cpu {
             t.packets = t.packets.wrapping_add(c.packets);
             t.bytes = t.bytes.wrapping_add(c.bytes);
             t.rst_sent = t.rst_sent.wrapping_add(c.rst_sent);
             t.dropped = t.dropped.wrapping_add(c.dropped);
             t.neigh_dropped = t.neigh_dropped.wrapping_add(c.neigh_dropped);
+            if c.rst_sent > 0 && c.last_rst_ns >= last_ns {
+                last_ns = c.last_rst_ns;
+                t.last_client = client_of(c);
+            }
         }
         t
     }
+}
+
+/// The last client a CPU's counters name.
+fn client_of(c: &GuardCounters) -> Option<SocketAddr> {
+    let ip = match c.last_family {
+        vip_ebpf_common::AF_INET => {
+            let [a, b, c, d, ..] = c.last_client;
+            IpAddr::from([a, b, c, d])
+        }
+        vip_ebpf_common::AF_INET6 => IpAddr::from(c.last_client),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, c.last_port))
 }
 
 /// Every VIP's counters, summed over CPUs, sorted by address.
@@ -292,16 +313,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn per_cpu_counters_are_summed() {
-        let c = |p, r| GuardCounters {
+    fn per_cpu_counters_are_summed_and_the_latest_client_is_named() {
+        let c = |p, r, client: u8, at| GuardCounters {
             packets: p,
             bytes: p * 100,
             rst_sent: r,
             dropped: 1,
             neigh_dropped: 2,
+            last_client: [198, 51, 100, client, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            last_port: 40_000 + u16::from(client),
+            last_family: if r > 0 { vip_ebpf_common::AF_INET } else { 0 },
+            _pad: 0,
+            last_rst_ns: at,
         };
-        let vip: IpAddr = "2001:db8::50".parse().unwrap();
-        let sum = VipCounters::sum(vip, &[c(3, 1), c(0, 0), c(4, 2)]);
+        let vip: IpAddr = "198.51.100.50".parse().unwrap();
+        let sum = VipCounters::sum(vip, &[c(3, 1, 101, 50), c(0, 0, 0, 0), c(4, 2, 102, 90)]);
         assert_eq!(
             sum,
             VipCounters {
@@ -311,9 +337,24 @@ mod tests {
                 rst_sent: 3,
                 dropped: 3,
                 neigh_dropped: 6,
+                last_client: Some("198.51.100.102:40102".parse().unwrap()),
             }
         );
-        assert_eq!(VipCounters::sum(vip, &[]).packets, 0);
+        assert_eq!(VipCounters::sum(vip, &[]).last_client, None);
+        let v6 = GuardCounters {
+            rst_sent: 1,
+            last_client: "2001:db8::101"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+            last_port: 5,
+            last_family: vip_ebpf_common::AF_INET6,
+            ..GuardCounters::default()
+        };
+        assert_eq!(
+            VipCounters::sum(vip, &[v6]).last_client,
+            Some("[2001:db8::101]:5".parse().unwrap())
+        );
     }
 
     #[test]

@@ -170,6 +170,14 @@ pub struct GuardCounters {
     pub dropped: u64,
     /// ARP requests and neighbour solicitations for a released VIP left unanswered.
     pub neigh_dropped: u64,
+    /// The last client this CPU answered with a RST: its address (IPv4 in the first 4
+    /// bytes), port (host order) and family, and when (`bpf_ktime_get_ns`). The agent
+    /// names it in its once-a-second summary instead of a log line per RST.
+    pub last_client: [u8; 16],
+    pub last_port: u16,
+    pub last_family: u16,
+    pub _pad: u32,
+    pub last_rst_ns: u64,
 }
 
 /// What the guard needs to know about its NIC (map `GUARD_CONFIG`, slot 0).

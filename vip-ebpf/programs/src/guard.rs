@@ -31,7 +31,6 @@ use aya_ebpf::{
     macros::xdp,
     programs::XdpContext,
 };
-use aya_log_ebpf::info;
 use vip_ebpf_common::{
     AF_INET, AF_INET6, ConnKey, DstKey, GuardCounters, VIP_HELD, VIP_RELEASED, VipState,
 };
@@ -153,10 +152,17 @@ fn neigh_drop_counted(key: &DstKey) -> u32 {
     XDP_DROP
 }
 
+/// Counts a RST sent to `client`:`port`, and remembers that client as this CPU's last.
 #[inline(always)]
-fn rst_counted(key: &DstKey) {
+fn rst_counted(key: &DstKey, family: u16, client: [u8; 16], port: u16) {
     if let Some(c) = counters(key) {
-        unsafe { (*c).rst_sent += 1 };
+        unsafe {
+            (*c).rst_sent += 1;
+            (*c).last_client = client;
+            (*c).last_port = port;
+            (*c).last_family = family;
+            (*c).last_rst_ns = bpf_ktime_get_ns();
+        }
     }
 }
 
@@ -261,15 +267,9 @@ fn ipv4(ctx: &XdpContext) -> u32 {
         return drop_counted(&key);
     }
     shrink_to(ctx, RST4_LEN);
-    rst_counted(&key);
-    // Names the clients whose neighbour cache is stale (in the agent's log).
-    info!(
-        ctx,
-        "guard: RST to stale client {:i}:{} of released VIP {:i}",
-        u32::from_be_bytes(src),
-        be16([tcp[0], tcp[1]]),
-        u32::from_be_bytes(dst)
-    );
+    let mut client = [0u8; 16];
+    client[..4].copy_from_slice(&src);
+    rst_counted(&key, AF_INET, client, be16([tcp[0], tcp[1]]));
     XDP_TX
 }
 
@@ -345,14 +345,7 @@ fn ipv6(ctx: &XdpContext) -> u32 {
         return drop_counted(&key);
     }
     shrink_to(ctx, RST6_LEN);
-    rst_counted(&key);
-    info!(
-        ctx,
-        "guard: RST to stale client [{:i}]:{} of released VIP {:i}",
-        src,
-        be16([tcp[0], tcp[1]]),
-        dst
-    );
+    rst_counted(&key, AF_INET6, src, be16([tcp[0], tcp[1]]));
     XDP_TX
 }
 
