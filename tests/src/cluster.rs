@@ -69,6 +69,9 @@ pub struct VipSettings {
     /// The agents see this file as /etc/resolv.conf (in a private mount namespace),
     /// e.g. to point them at a name server that never answers.
     pub resolv_conf: Option<PathBuf>,
+    /// `false`: the agents find no bpffs at /sys/fs/bpf (a tmpfs over it, in a private
+    /// mount namespace), as in a container without it, so nothing can be pinned.
+    pub bpffs: bool,
 }
 
 /// The capabilities of packaging/vip-agent@.service, as setpriv names them.
@@ -101,6 +104,7 @@ impl Default for VipSettings {
             metrics_listen: None,
             peer_allow: None,
             resolv_conf: None,
+            bpffs: true,
         }
     }
 }
@@ -220,6 +224,32 @@ fn as_service_user(agent: &Path, config: &Path, user: &str) -> Command {
     .arg(agent)
     .arg(config)
     .arg(user);
+    cmd
+}
+
+/// The agent in a private mount namespace with what `settings` changes in it: another
+/// /etc/resolv.conf, no bpffs. The script's `$1` is the resolv.conf to use (or `-`).
+fn private_mounts(agent: &Path, settings: &VipSettings) -> Command {
+    let mut script = String::from("set -e; ");
+    if !settings.bpffs {
+        script.push_str("mount -t tmpfs none /sys/fs/bpf; ");
+    }
+    if settings.resolv_conf.is_some() {
+        script.push_str("mount --bind \"$1\" /etc/resolv.conf; ");
+    }
+    script.push_str("shift; exec \"$0\" \"$@\"");
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ])
+    .arg(agent)
+    .arg(settings.resolv_conf.as_deref().unwrap_or(Path::new("-")));
     cmd
 }
 
@@ -427,13 +457,8 @@ impl Cluster {
         }
         let mut cmd = match (&settings.drop_caps, &settings.run_as) {
             (_, Some(user)) => as_service_user(&self.agent_bin, &config, user),
-            (None, None) if settings.resolv_conf.is_some() => {
-                let mut cmd = Command::new("unshare");
-                cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-                    .arg("mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"")
-                    .args(settings.resolv_conf.iter())
-                    .arg(&self.agent_bin);
-                cmd
+            (None, None) if settings.resolv_conf.is_some() || !settings.bpffs => {
+                private_mounts(&self.agent_bin, settings)
             }
             (None, None) => Command::new(&self.agent_bin),
             (Some(caps), None) => {
