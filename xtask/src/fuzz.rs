@@ -1,9 +1,11 @@
-//! `cargo xtask fuzz [--seconds N]`: fuzzes the peer frame decoder for N seconds.
+//! `cargo xtask fuzz [--seconds N] [TARGET...]`: fuzzes each target for N seconds.
 //!
-//! The peer port reads bytes from anyone who can reach it, so its decoder must not
-//! panic on any input. This installs cargo-fuzz if missing (into `<target>/tools`, like
-//! bpf-linker), then runs the `peer_frame` target of `fuzz/` with the nightly toolchain.
-//! It fails if the fuzzer finds a crash; the input is kept under `fuzz/artifacts/`.
+//! Every reader of input that is not the agent's own must not panic on any input: the
+//! peer frame (anyone who can reach the peer port), the config file and my.cnf (the
+//! operator's), the manual topology (the CLI's) and mysqld's answers. This installs
+//! cargo-fuzz if missing (into `<target>/tools`, like bpf-linker), then runs the targets
+//! of `fuzz/` one after the other with the nightly toolchain. It fails if the fuzzer
+//! finds a crash; the input is kept under `fuzz/artifacts/<target>/`.
 
 use crate::{build_ebpf, cmd};
 use anyhow::{Context, Result, bail};
@@ -16,9 +18,30 @@ const CARGO_FUZZ: cmd::CargoTool = cmd::CargoTool {
     folder: "cargo-fuzz",
     probe: &["fuzz", "--version"],
 };
-const TARGET: &str = "peer_frame";
+/// Every fuzz target in `fuzz/`, in the order `cargo xtask fuzz` runs them.
+pub const TARGETS: &[&str] = &[
+    "peer_frame",
+    "config_file",
+    "mycnf",
+    "topology",
+    "members_rows",
+];
 
-pub fn run(seconds: u64) -> Result<()> {
+/// Fuzzes each of `targets` (every one when empty) for `seconds`.
+pub fn run(seconds: u64, targets: &[String]) -> Result<()> {
+    let chosen: Vec<&str> = if targets.is_empty() {
+        TARGETS.to_vec()
+    } else {
+        targets.iter().map(String::as_str).collect()
+    };
+    for t in &chosen {
+        if !TARGETS.contains(t) {
+            bail!(
+                "no fuzz target {t:?}; the targets are {}",
+                TARGETS.join(", ")
+            );
+        }
+    }
     cmd::output(cmd::nightly_cmd("rustc").arg("-V")).context(
         "fuzzing needs the nightly toolchain; install it with \
          `rustup toolchain install nightly --profile minimal`",
@@ -31,13 +54,6 @@ pub fn run(seconds: u64) -> Result<()> {
     };
 
     let root = cmd::workspace_root();
-    let fuzz_dir = root.join("fuzz");
-    // New inputs go to corpus/ (kept between runs, not committed); seeds/ is read only.
-    let corpus = fuzz_dir.join("corpus").join(TARGET);
-    std::fs::create_dir_all(&corpus)
-        .with_context(|| format!("could not create {}", corpus.display()))?;
-    let seeds = fuzz_dir.join("seeds").join(TARGET);
-
     let path = std::env::join_paths(
         std::iter::once(tools.clone()).chain(
             std::env::var_os("PATH")
@@ -46,15 +62,35 @@ pub fn run(seconds: u64) -> Result<()> {
         ),
     )
     .context("PATH holds an entry that cannot be joined")?;
+    for target in chosen {
+        fuzz_one(&root, target, seconds, &path, &ebpf_object)?;
+    }
+    Ok(())
+}
+
+fn fuzz_one(
+    root: &std::path::Path,
+    target: &str,
+    seconds: u64,
+    path: &std::ffi::OsStr,
+    ebpf_object: &std::path::Path,
+) -> Result<()> {
+    let fuzz_dir = root.join("fuzz");
+    // New inputs go to corpus/ (kept between runs, not committed); seeds/ is read only.
+    let corpus = fuzz_dir.join("corpus").join(target);
+    std::fs::create_dir_all(&corpus)
+        .with_context(|| format!("could not create {}", corpus.display()))?;
+    let seeds = fuzz_dir.join("seeds").join(target);
+    eprintln!("fuzzing {target} for {seconds} s");
     let result = cmd::run(
         cmd::nightly_cmd("cargo")
-            .current_dir(&root)
+            .current_dir(root)
             .env("PATH", path)
-            .env("VIP_EBPF_OBJECT", &ebpf_object)
-            // The decoder is safe Rust: AddressSanitizer would find nothing there, and
+            .env("VIP_EBPF_OBJECT", ebpf_object)
+            // The readers are safe Rust: AddressSanitizer would find nothing there, and
             // would halve the speed and instrument every dependency a second time.
             // Panics, overflows (debug assertions are on) and stack overflows are caught.
-            .args(["fuzz", "run", "--sanitizer", "none", TARGET])
+            .args(["fuzz", "run", "--sanitizer", "none", target])
             .arg(&corpus)
             .arg(&seeds)
             .arg("--")
@@ -66,10 +102,10 @@ pub fn run(seconds: u64) -> Result<()> {
     );
     if result.is_err() {
         bail!(
-            "the fuzzer found a crash in the `{TARGET}` target (or could not run; see above). \
+            "the fuzzer found a crash in the `{target}` target (or could not run; see above). \
              The input is in {}; replay it with \
-             `cargo +nightly fuzz run --sanitizer none {TARGET} <that file>` in {}",
-            fuzz_dir.join("artifacts").join(TARGET).display(),
+             `cargo +nightly fuzz run --sanitizer none {target} <that file>` in {}",
+            fuzz_dir.join("artifacts").join(target).display(),
             root.display()
         );
     }

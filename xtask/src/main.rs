@@ -9,8 +9,8 @@
 //! - `lab`: one failover scenario (or all) in the lab, measured, with invariants checked.
 //! - `chaos`: random fault schedules in the lab, with the invariants checked.
 //! - `test`: the project's whole test run, from a fresh machine: packages, eBPF build,
-//!   formatting, lints, every test, then a minute of fuzzing.
-//! - `fuzz`: fuzzes the peer frame decoder (installing cargo-fuzz first if missing).
+//!   formatting, lints, every test, then a short run of every fuzz target.
+//! - `fuzz`: fuzzes the readers of outside input (installing cargo-fuzz first if missing).
 
 mod bench;
 mod bench_summary;
@@ -76,11 +76,14 @@ enum Task {
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
     },
-    /// Fuzz the peer frame decoder with cargo-fuzz (nightly); fails if it finds a crash.
+    /// Fuzz the readers of outside input with cargo-fuzz (nightly): every target, or
+    /// those named (peer_frame, config_file, mycnf, topology, members_rows); fails if it
+    /// finds a crash.
     Fuzz {
-        /// How long to fuzz (libFuzzer reads 0 as "forever", so at least 1).
+        /// How long to fuzz each target (libFuzzer reads 0 as "forever", so at least 1).
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
         seconds: u64,
+        targets: Vec<String>,
     },
 }
 
@@ -98,7 +101,7 @@ fn main() {
         Task::BuildEbpf => build_ebpf::run().map(|object| println!("{}", object.display())),
         Task::Deb => deb::run().map(|package| println!("{}", package.display())),
         Task::Test { cargo_test_args } => test::run(&cargo_test_args),
-        Task::Fuzz { seconds } => fuzz::run(seconds),
+        Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -296,7 +296,8 @@ impl Settings {
         }
 
         let origin_of = |name: &str| {
-            var(name).map(|(v, o)| format!("  # greatdb_ha_{name} = {} ({o})", v.unwrap_or("ON")))
+            var(name)
+                .map(|(v, o)| comment(&format!("greatdb_ha_{name} = {} ({o})", v.unwrap_or("ON"))))
         };
         let line =
             |vip: &mut Vec<String>, key: &str, value: Option<String>, name: &str, missing: &str| {
@@ -380,9 +381,16 @@ impl Settings {
         );
 
         let mysql = match (&self.socket, &self.port) {
-            (Some((socket, o)), _) => format!("socket = {}  # from socket ({o})", quote(socket)),
+            (Some((socket, o)), _) => format!(
+                "socket = {}{}",
+                quote(socket),
+                comment(&format!("from socket ({o})"))
+            ),
             (None, Some((port, o))) => match port.trim().parse::<u16>() {
-                Ok(p) if p > 0 => format!("host = \"127.0.0.1\"\nport = {p}  # from port ({o})"),
+                Ok(p) if p > 0 => format!(
+                    "host = \"127.0.0.1\"\nport = {p}{}",
+                    comment(&format!("from port ({o})"))
+                ),
                 _ => {
                     w.push(format!("{o}: port = {port}: not a port; using 3306"));
                     "host = \"127.0.0.1\"\nport = 3306".to_string()
@@ -414,6 +422,7 @@ impl Settings {
              {peer}\n\
              # FILL IN: the key every member's agent shares (openssl rand -hex 32 > FILE; chmod 600 FILE).\n\
              key_file = \"/etc/vip-agent/peer.key\"\n",
+            group = printable(group),
             instance = quote(&name),
             password = quote(&format!("/etc/vip-agent/{name}.password")),
             vip = vip.join("\n"),
@@ -457,6 +466,27 @@ fn ip(value: Option<&str>) -> Result<Option<String>, String> {
             .map(|a| Some(a.to_string()))
             .map_err(|_| format!("`{s}` is not an IP address")),
     }
+}
+
+/// `  # text` as a trailing TOML comment: my.cnf values and file names are the
+/// operator's, and a control character (a NUL, a newline in a file name) would make the
+/// printed file something the config reader refuses, or worse, parse the rest as keys.
+fn comment(text: &str) -> String {
+    format!("  # {}", printable(text))
+}
+
+/// `text` with every control character but a tab written as `\u{..}`: safe in a TOML
+/// comment.
+fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

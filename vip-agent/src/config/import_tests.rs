@@ -1,30 +1,12 @@
 //! `import-mycnf` conversions, sections, warnings, and that the output parses.
 
 use super::*;
-use crate::config::mycnf::{self, Line, parse_line};
+use crate::config::mycnf;
 use crate::config::{FloatingType, parse};
 
 /// An option file from text, as if read from `my.cnf` (no includes).
 fn file(text: &str) -> OptionFile {
-    let mut out = OptionFile::default();
-    let mut group = None;
-    for (i, line) in text.lines().enumerate() {
-        let origin = Origin {
-            file: "my.cnf".into(),
-            line: i + 1,
-        };
-        match parse_line(line) {
-            Line::Group(g) => group = Some(g),
-            Line::Option { name, value } => out.entries.push(Entry {
-                group: group.clone().unwrap(),
-                name,
-                value,
-                origin,
-            }),
-            _ => {}
-        }
-    }
-    out
+    mycnf::read_str(text, std::path::Path::new("my.cnf"))
 }
 
 /// The TOML with [mysql] filled as an operator would: it must pass `parse`.
@@ -278,4 +260,22 @@ fn includes_feed_the_import() {
             .toml
             .contains(&format!("({}:3)", dir.0.join("conf.d/ha.cnf").display()))
     );
+}
+
+#[test]
+fn control_characters_in_values_never_break_the_printed_file() {
+    // Found by the fuzzer: a NUL in a value went into a TOML comment verbatim, and the
+    // printed file was not TOML any more.
+    let text = "[mysqld@a\u{5}]\nport = 3306\nsocket = /d\u{0}ata/3306/m\n\
+                loose-greatdb_ha_enable_mgr_vip = a\u{0}\u{1b}b\n";
+    let imported = import(&file(text), None).unwrap();
+    let toml = &imported.instances[0].toml;
+    match parse(toml) {
+        Ok(_) => {}
+        Err(e) => assert!(
+            e.0.iter().all(|e| !e.message.starts_with("invalid TOML")),
+            "{e}\n{toml}"
+        ),
+    }
+    assert!(toml.contains("a\\u{0}\\u{1b}b"), "{toml}");
 }

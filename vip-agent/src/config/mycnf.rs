@@ -168,14 +168,60 @@ pub fn read(path: &Path) -> Result<OptionFile, String> {
     Ok(out)
 }
 
+/// Reads option file `text` as if it were the file `path`, without touching the file
+/// system: `!include` and `!includedir` lines are not followed, only noted. Pure (for
+/// the fuzzer and for tests).
+pub fn read_str(text: &str, path: &Path) -> OptionFile {
+    let mut out = OptionFile::default();
+    read_lines(text, path, &mut out, &mut |line, origin, out| {
+        out.warnings.push(format!(
+            "{origin}: {line:?} not followed (reading text only)"
+        ));
+    });
+    out
+}
+
 fn canonical(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn read_text(text: &str, path: &Path, stack: &mut Vec<PathBuf>, out: &mut OptionFile) {
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    read_lines(text, path, out, &mut |line, origin, out| match line {
+        Line::Include(target) => include(&base.join(target), origin, stack, out),
+        Line::IncludeDir(target) => {
+            let dir = base.join(target);
+            match std::fs::read_dir(&dir) {
+                Err(e) => out.warnings.push(format!(
+                    "{origin}: cannot read directory {}: {e}",
+                    dir.display()
+                )),
+                Ok(listing) => {
+                    let mut files: Vec<PathBuf> = listing
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|x| x == "cnf") && p.is_file())
+                        .collect();
+                    files.sort();
+                    for file in files {
+                        include(&file, origin, stack, out);
+                    }
+                }
+            }
+        }
+        _ => {}
+    });
+}
+
+/// The lines of one file: groups and options go to `out`, include lines to `included`.
+fn read_lines(
+    text: &str,
+    path: &Path,
+    out: &mut OptionFile,
+    included: &mut dyn FnMut(&Line, &Origin, &mut OptionFile),
+) {
     // Like mysqld, an included file starts outside any group.
     let mut group: Option<String> = None;
-    let base = path.parent().unwrap_or(Path::new("."));
     for (i, line) in text.lines().enumerate() {
         let origin = Origin {
             file: path.to_path_buf(),
@@ -196,27 +242,7 @@ fn read_text(text: &str, path: &Path, stack: &mut Vec<PathBuf>, out: &mut Option
                 )),
             },
             Line::Invalid(why) => out.warnings.push(format!("{origin}: {why}, ignored")),
-            Line::Include(target) => include(&base.join(target), &origin, stack, out),
-            Line::IncludeDir(target) => {
-                let dir = base.join(target);
-                match std::fs::read_dir(&dir) {
-                    Err(e) => out.warnings.push(format!(
-                        "{origin}: cannot read directory {}: {e}",
-                        dir.display()
-                    )),
-                    Ok(listing) => {
-                        let mut files: Vec<PathBuf> = listing
-                            .filter_map(Result::ok)
-                            .map(|e| e.path())
-                            .filter(|p| p.extension().is_some_and(|x| x == "cnf") && p.is_file())
-                            .collect();
-                        files.sort();
-                        for file in files {
-                            include(&file, &origin, stack, out);
-                        }
-                    }
-                }
-            }
+            line @ (Line::Include(_) | Line::IncludeDir(_)) => included(&line, &origin, out),
         }
     }
 }
@@ -316,6 +342,18 @@ pub(crate) mod tests {
         );
         assert!(matches!(parse_line("[mysqld"), Line::Invalid(_)));
         assert!(matches!(parse_line("!includex y"), Line::Invalid(_)));
+    }
+
+    #[test]
+    fn text_alone_is_read_without_following_includes() {
+        let f = read_str(
+            "greatdb_ha_port = 1\n[mysqld]\nport = 3306\n!include /etc/shadow\n",
+            Path::new("my.cnf"),
+        );
+        assert_eq!(f.entries.len(), 1);
+        assert_eq!(f.entries[0].name, "port");
+        assert_eq!(f.warnings.len(), 2, "{:?}", f.warnings);
+        assert!(f.warnings[1].starts_with("my.cnf:4: Include(\"/etc/shadow\") not followed"));
     }
 
     /// A fresh directory under the system temp dir, removed on drop.

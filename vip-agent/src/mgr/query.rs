@@ -203,7 +203,31 @@ fn text(row: &Cells, i: usize, name: &str) -> Result<Option<String>, String> {
             .map_err(|_| format!("{name} is not UTF-8")),
         Value::Int(n) => Ok(Some(n.to_string())),
         Value::UInt(n) => Ok(Some(n.to_string())),
-        other => Err(format!("{name} has an unexpected value {other:?}")),
+        other => Err(format!(
+            "{name} has an unexpected value ({})",
+            kind_of(other)
+        )),
+    }
+}
+
+/// A value as quoted in an error message: at most 40 characters of it.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
+/// What kind of value a cell holds, for an error message. Never the value's own Debug
+/// text: mysql_common's overflows on an out-of-range TIME (found by the fuzzer).
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::NULL => "NULL",
+        Value::Bytes(_) => "a string",
+        Value::Int(_) | Value::UInt(_) => "an integer",
+        Value::Float(_) | Value::Double(_) => "a floating-point number",
+        Value::Date(..) => "a date",
+        Value::Time(..) => "a time",
     }
 }
 
@@ -216,7 +240,10 @@ fn flag(row: &Cells, i: usize, name: &str) -> Result<bool, String> {
     {
         Some("1" | "ON") => Ok(true),
         Some("0" | "OFF") => Ok(false),
-        Some(other) => Err(format!("{name} is {other:?}, expected 1/0 or ON/OFF")),
+        Some(other) => Err(format!(
+            "{name} is {:?}, expected 1/0 or ON/OFF",
+            clip(other)
+        )),
         None => Err(format!("{name} is NULL")),
     }
 }
@@ -229,7 +256,7 @@ fn port(row: &Cells, i: usize) -> Result<Option<u16>, String> {
         Some(s) => s
             .parse()
             .map(Some)
-            .map_err(|_| format!("MEMBER_PORT is {s:?}, not a port number")),
+            .map_err(|_| format!("MEMBER_PORT is {:?}, not a port number", clip(&s))),
     }
 }
 
@@ -374,6 +401,17 @@ mod tests {
                 "MEMBER_ID is not a member uuid (65 bytes",
             ),
             (row(vec![s("u3"), s("db3")]), "MEMBER_PORT is missing"),
+            (
+                // Found by the fuzzer: formatting this TIME overflowed inside mysql_common.
+                row(vec![
+                    s("u3"),
+                    s("db3"),
+                    Value::Time(false, u32::MAX, 0, 0, 0, 0),
+                    s("ONLINE"),
+                    s("SECONDARY"),
+                ]),
+                "MEMBER_PORT has an unexpected value (a time)",
+            ),
         ];
         for (bad, cell) in bad_cells {
             let members = vec![good("u1"), good("u2"), bad];
