@@ -248,6 +248,46 @@ async fn another_members_answer_is_not_taken_for_the_one_asked() {
     .unwrap();
 }
 
+/// Workers in namespace `ns` that keep connections to `to` open until `stop`: 40 that
+/// never send (more than a peer port's slots), each reconnecting as soon as the server
+/// drops it, and 8 that send garbage. Each returns (silent, garbage) connections made.
+fn flood(
+    ns: &str,
+    to: SocketAddr,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(u64, u64)>> {
+    (0..48)
+        .map(|i| {
+            let (ns, stop) = (ns.to_owned(), stop.clone());
+            let garbage = i < 8;
+            std::thread::spawn(move || {
+                vip_tests::netns::run_in(&ns, move || {
+                    // At least 500 of each kind in all, and on until told to stop.
+                    let quota = if garbage { 63 } else { 13 };
+                    let mut made = 0;
+                    while made < quota || !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(1))
+                        else {
+                            continue;
+                        };
+                        made += 1;
+                        if garbage {
+                            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\nnot a peer frame");
+                        }
+                        // Held until the server drops it (at once, at its deadline).
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                        let _ = s.read(&mut [0u8; 4096]);
+                        let _ = s.read(&mut [0u8; 4096]);
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    if garbage { (0, made) } else { (made, 0) }
+                })
+                .unwrap()
+            })
+        })
+        .collect()
+}
+
 /// A host without the key floods the old primary's peer port while a switchover runs:
 /// connections that never send and connections that send garbage. `allowed`: the
 /// flooding host may connect (it is in peer.allow, as a member's compromised host would
@@ -281,39 +321,10 @@ async fn a_flood_does_not_hold_off_the_release(allowed: bool) {
     let started = std::time::Instant::now();
     let to: SocketAddr = (IpAddr::V4(c.host(0).ipv4()), c.settings.peer_port).into();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flood = {
-        let (ns, stop) = (c.client().ns().to_owned(), stop.clone());
-        std::thread::spawn(move || {
-            vip_tests::netns::run_in(&ns, move || {
-                let (mut silent, mut garbage) = (0, 0);
-                let mut held = Vec::new();
-                while silent < 500
-                    || garbage < 500
-                    || !stop.load(std::sync::atomic::Ordering::Relaxed)
-                {
-                    // Rounds of 50 of each; the silent ones are kept open.
-                    if held.len() >= 500 {
-                        held.clear();
-                    }
-                    for _ in 0..50 {
-                        if let Ok(s) = TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
-                            held.push(s);
-                            silent += 1;
-                        }
-                        if let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
-                            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\nnot a peer frame at all");
-                            garbage += 1;
-                        }
-                    }
-                }
-                (silent, garbage)
-            })
-            .unwrap()
-        })
-    };
+    let flood = flood(c.client().ns(), to, &stop);
     // The flood is under way when the group switches.
     let flooded = |c: &Cluster| {
-        let kinds = ["not_allowed", "host_busy", "malformed", "timeout"];
+        let kinds = ["not_allowed", "host_busy", "busy", "malformed", "timeout"];
         kinds.iter().map(|k| rejected(c, 0, k)).sum::<u64>() >= 200
     };
     c.wait(SETTLE, "the flood to reach h1", flooded).unwrap();
@@ -322,7 +333,10 @@ async fn a_flood_does_not_hold_off_the_release(allowed: bool) {
     let limit = Duration::from_millis(c.settings.peer_timeout_ms + c.settings.poll_interval_ms);
     let moved = vip_tests::lab::wait_for(limit, || c.holders() == [1]);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (silent, garbage) = flood.join().unwrap();
+    let (silent, garbage) = flood
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .fold((0, 0), |(s, g), (a, b)| (s + a, g + b));
     assert!(
         moved,
         "the write VIP did not move to h2 within {limit:?} under the flood (holders {:?})\n{}",
