@@ -81,7 +81,7 @@ fn check_config_prints_a_summary_for_a_good_file() {
         "write VIP      198.51.100.50/24 on lo (label lo:7)",
         "read VIPs      198.51.100.51, 198.51.100.52 (floating type TO_ANOTHER_SECONDARY)",
         "announcements  6 every 100 ms",
-        "peer port      33063, at most 32 connections, key ",
+        "peer port      [::]:33063, at most 64 connections (4 per address), key ",
         "peer timing    exchange 1000 ms, switchover wait 5000 ms, resync every 20000 ms",
         "control socket /run/vip-agent/mgr3306.sock",
         "metrics        off (no [metrics] table)",

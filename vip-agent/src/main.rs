@@ -173,7 +173,18 @@ fn run(path: &Path) -> Result<()> {
 }
 
 fn prepare(path: &Path, user: &str) -> Result<()> {
-    let cfg = load_config(path);
+    // The key is checked for the user the agent will run as, not for root.
+    let owners = match vip_agent::prepare::ServiceUser::lookup(user) {
+        Ok(u) => vec![0, u.uid],
+        Err(e) => {
+            eprintln!("vip-agent prepare: {e}");
+            std::process::exit(1);
+        }
+    };
+    let cfg = config::load_with_key_owners(path, &owners).unwrap_or_else(|errors| {
+        eprintln!("vip-agent: {} is not valid:\n{errors}", path.display());
+        std::process::exit(1);
+    });
     let report = vip_agent::prepare::run(&cfg, path, user);
     for line in &report.done {
         println!("vip-agent prepare: {line}");

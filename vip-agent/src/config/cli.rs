@@ -90,14 +90,26 @@ pub fn summary(cfg: &Config) -> String {
     row(
         "peer port",
         format!(
-            "{}, at most {} connections, {}",
-            p.port,
+            "{}, at most {} connections ({} per address), {}",
+            std::net::SocketAddr::new(p.listen, p.port),
             p.max_connections,
+            p.max_connections_per_host,
             match &p.key_file {
                 Some(key) => format!("key {}", key.display()),
                 None => "no key file".to_string(),
             }
         ),
+    );
+    row(
+        "peer allow",
+        match &p.allow {
+            Some(nets) => nets
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => "the hosts of this node's views (MEMBER_HOST)".to_string(),
+        },
     );
     row(
         "peer timing",

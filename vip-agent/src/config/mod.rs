@@ -343,6 +343,12 @@ fn parse_partial(text: &str) -> (Option<Config>, Vec<ConfigError>) {
 /// Reads the file, parses, gathers [`HostFacts`] and checks the host and the files the
 /// config names: used by `run` and `check-config`. All problems come back at once.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_key_owners(path, &key_owners())
+}
+
+/// [`load`], with the users who may own the peer key named: `prepare`, run by root for
+/// a service user, checks the key for that user.
+pub fn load_with_key_owners(path: &Path, key_owners: &[u32]) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError::key(
             "",
@@ -353,7 +359,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let Some(config) = config else {
         return Err(ConfigErrors(errors));
     };
-    let mut late = check_files(&config);
+    let mut late = check_files(&config, key_owners);
     match HostFacts::gather() {
         Ok(facts) => late.extend(check_host(&config, &facts)),
         Err(e) => late.push(ConfigError::key(
@@ -373,7 +379,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// The files the config names must be readable now, not at the first failover.
-pub fn check_files(cfg: &Config) -> Vec<ConfigError> {
+pub fn check_files(cfg: &Config, key_owners: &[u32]) -> Vec<ConfigError> {
     let mut files: Vec<(&str, &Path)> = vec![("mysql.password_file", &cfg.mysql.password_file)];
     if let Some(tls) = &cfg.mysql.tls {
         for (key, path) in [
@@ -390,7 +396,7 @@ pub fn check_files(cfg: &Config) -> Vec<ConfigError> {
     match &cfg.peer.key_file {
         // The key's own rules (length, hex, permissions) once the file is readable.
         Some(path) if path.is_file() => {
-            if let Err(e) = crate::peer::key::Key::load_owned_by(path, &key_owners()) {
+            if let Err(e) = crate::peer::key::Key::load_owned_by(path, key_owners) {
                 // The key error names the key and path itself; keep only its message.
                 let text = e.to_string();
                 let prefix = format!("peer.key_file {}: ", path.display());
