@@ -211,6 +211,13 @@ fn as_service_user(agent: &Path, config: &Path, user: &str) -> Command {
          --inh-caps=-all,{caps} --ambient-caps=-all,{caps} --bounding-set=-all,{caps} \
          -- \"$0\" run --config \"$1\""
     );
+    let mut cmd = in_private_mounts(&script);
+    cmd.arg(agent).arg(config).arg(user);
+    cmd
+}
+
+/// `sh -c script` in a private mount namespace (arguments follow as `$0`, `$1`, …).
+fn in_private_mounts(script: &str) -> Command {
     let mut cmd = Command::new("unshare");
     cmd.args([
         "--mount",
@@ -219,11 +226,8 @@ fn as_service_user(agent: &Path, config: &Path, user: &str) -> Command {
         "--",
         "sh",
         "-c",
-        &script,
-    ])
-    .arg(agent)
-    .arg(config)
-    .arg(user);
+        script,
+    ]);
     cmd
 }
 
@@ -238,18 +242,9 @@ fn private_mounts(agent: &Path, settings: &VipSettings) -> Command {
         script.push_str("mount --bind \"$1\" /etc/resolv.conf; ");
     }
     script.push_str("shift; exec \"$0\" \"$@\"");
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ])
-    .arg(agent)
-    .arg(settings.resolv_conf.as_deref().unwrap_or(Path::new("-")));
+    let mut cmd = in_private_mounts(&script);
+    cmd.arg(agent)
+        .arg(settings.resolv_conf.as_deref().unwrap_or(Path::new("-")));
     cmd
 }
 

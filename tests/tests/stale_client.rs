@@ -7,6 +7,9 @@ use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::clients::{stale_neighbour, try_connect};
 use vip_tests::cluster::{Cluster, MYSQL_PORT, VipSettings};
 use vip_tests::lab::NIC;
 
@@ -35,26 +38,8 @@ async fn stale_client_gets_a_rst_from_the_old_node(settings: VipSettings) {
     c.wait_sole_holder(1, SETTLE).unwrap();
     // The client missed every announcement: its entry still names the old primary.
     let vip = write.to_string();
-    c.client()
-        .ip(&[
-            "neigh",
-            "replace",
-            &vip,
-            "lladdr",
-            &old,
-            "dev",
-            NIC,
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
-    let to = SocketAddr::new(write, MYSQL_PORT);
-    let (result, took) = vip_tests::netns::run_in(c.client().ns(), move || {
-        let t0 = Instant::now();
-        let r = TcpStream::connect_timeout(&to, Duration::from_secs(5)).map(|_| ());
-        (r.map_err(|e| e.kind()), t0.elapsed())
-    })
-    .unwrap();
+    stale_neighbour(&c, write, &old);
+    let (result, took) = try_connect(&c, write);
     assert_eq!(
         result,
         Err(ErrorKind::ConnectionRefused),
@@ -130,20 +115,7 @@ async fn a_flood_of_stale_segments_is_counted_exactly_and_summed_up_in_the_log()
     let old = c.host(0).mac().to_string();
     c.group.switchover(1).unwrap();
     c.wait_sole_holder(1, SETTLE).unwrap();
-    let vip = write.to_string();
-    c.client()
-        .ip(&[
-            "neigh",
-            "replace",
-            &vip,
-            "lladdr",
-            &old,
-            "dev",
-            NIC,
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
+    stale_neighbour(&c, write, &old);
     // Thousands of connection attempts, each one SYN answered with one RST.
     const SYNS: u64 = 3000;
     let to = SocketAddr::new(write, MYSQL_PORT);

@@ -5,12 +5,10 @@
 mod common;
 
 use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::clients::{all_reset, connect};
-use vip_tests::cluster::{Cluster, MYSQL_PORT, VipSettings};
-use vip_tests::lab::NIC;
+use common::clients::{all_reset, connect, stale_neighbour, try_connect};
+use vip_tests::cluster::{Cluster, VipSettings};
 
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -65,27 +63,8 @@ async fn without_bpffs_the_guard_tracking_and_reset_still_work() {
     assert!(failed.is_empty(), "not reset: {failed:?}\n{}", c.logs());
 
     // Guard: a client whose neighbour entry still names h1 gets a RST from it.
-    let vip = write.to_string();
-    c.client()
-        .ip(&[
-            "neigh",
-            "replace",
-            &vip,
-            "lladdr",
-            &old,
-            "dev",
-            NIC,
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
-    let to = SocketAddr::new(write, MYSQL_PORT);
-    let (result, took) = vip_tests::netns::run_in(c.client().ns(), move || {
-        let t0 = Instant::now();
-        let r = TcpStream::connect_timeout(&to, Duration::from_secs(5)).map(|_| ());
-        (r.map_err(|e| e.kind()), t0.elapsed())
-    })
-    .unwrap();
+    stale_neighbour(&c, write, &old);
+    let (result, took) = try_connect(&c, write);
     assert_eq!(
         result,
         Err(ErrorKind::ConnectionRefused),

@@ -56,3 +56,34 @@ pub fn all_reset(streams: &mut [TcpStream], timeout: Duration) -> Vec<String> {
         .filter_map(|(i, s)| reset_within(s, timeout).err().map(|e| format!("#{i}: {e}")))
         .collect()
 }
+
+/// The lab's client missed every announcement: its neighbour entry for `vip` names
+/// `mac` (the old owner's), pinned so nothing corrects it.
+pub fn stale_neighbour(c: &Cluster, vip: IpAddr, mac: &str) {
+    let vip = vip.to_string();
+    c.client()
+        .ip(&[
+            "neigh",
+            "replace",
+            &vip,
+            "lladdr",
+            mac,
+            "dev",
+            vip_tests::lab::NIC,
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+}
+
+/// One new connection from the lab's client to `addr`:3306: how it ended (the error's
+/// kind) and how long it took.
+pub fn try_connect(c: &Cluster, addr: IpAddr) -> (Result<(), ErrorKind>, Duration) {
+    let to = SocketAddr::new(addr, MYSQL_PORT);
+    vip_tests::netns::run_in(c.client().ns(), move || {
+        let t0 = Instant::now();
+        let r = TcpStream::connect_timeout(&to, Duration::from_secs(5)).map(|_| ());
+        (r.map_err(|e| e.kind()), t0.elapsed())
+    })
+    .unwrap()
+}
