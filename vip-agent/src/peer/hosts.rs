@@ -120,9 +120,10 @@ impl Hosts {
                 self.start_lookup(host.to_string(), entry);
             }
         }
+        // A lookup under way keeps its entry: its waiters would only start it again.
         table
             .hosts
-            .retain(|_, e| e.in_view.is_some_and(|t| now.duration_since(t) < GRACE));
+            .retain(|_, e| e.in_flight || e.in_view.is_some_and(|t| now.duration_since(t) < GRACE));
     }
 
     /// `host` (MEMBER_HOST) and `port` as an address, waiting at most `limit` for a
@@ -175,10 +176,15 @@ impl Hosts {
         if !table.known {
             return true;
         }
-        table.hosts.iter().any(|(host, e)| {
-            host.parse::<IpAddr>().is_ok_and(|h| h.to_canonical() == ip)
-                || e.addrs.iter().any(|a| a.to_canonical() == ip)
-        })
+        // Only hosts that were in a view: a name merely looked up is not a member.
+        table
+            .hosts
+            .iter()
+            .filter(|(_, e)| e.in_view.is_some())
+            .any(|(host, e)| {
+                host.parse::<IpAddr>().is_ok_and(|h| h.to_canonical() == ip)
+                    || e.addrs.iter().any(|a| a.to_canonical() == ip)
+            })
     }
 
     /// The hosts of the views that do not resolve, and why.
