@@ -2,6 +2,7 @@
 //! end-to-end tests in `tests/` can drive the actuators directly.
 //!
 //! - [`agent`]: the reconcile loop, the one owner of the agent's state.
+//! - [`core`]: the coordination core: leases and placements, pure (events in, effects out).
 //! - [`config`]: the TOML configuration, its strict validation, and import from my.cnf.
 //! - [`mgr`]: reads the local mysqld's view of the group and classifies this node.
 //! - [`net`]: binds VIPs with netlink and announces them (gratuitous ARP, unsolicited NA).
@@ -14,6 +15,7 @@
 pub mod agent;
 pub mod config;
 pub mod control;
+pub mod core;
 pub mod datapath;
 pub mod logging;
 pub mod metrics;

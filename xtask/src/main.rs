@@ -8,8 +8,10 @@
 //! - `demo`: the failover demo (the lab, the simulated group, one agent per host).
 //! - `lab`: one failover scenario (or all) in the lab, measured, with invariants checked.
 //! - `chaos`: random fault schedules in the lab, with the invariants checked.
+//! - `simulate`: the deterministic simulation of the coordination core, from seeds.
 //! - `test`: the project's whole test run, from a fresh machine: packages, eBPF build,
-//!   formatting, lints, every test, then a short run of every fuzz target.
+//!   formatting, lints, every test, the lab scenarios, a short chaos campaign, 100,000
+//!   simulated schedules, then a short run of every fuzz target.
 //! - `fuzz`: fuzzes the readers of outside input (installing cargo-fuzz first if missing).
 
 mod bench;
@@ -21,6 +23,7 @@ mod deb;
 mod demo;
 mod fuzz;
 mod lab;
+mod simulate;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +61,15 @@ enum Task {
         runs: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Run the deterministic simulation of the coordination core: many agents, the
+    /// simulated group, a network and a clock per host, from seeds (no root needed).
+    /// Exits non-zero when a schedule breaks an invariant, and says how to replay it.
+    Simulate {
+        /// Arguments for the simulator: --seeds N (default 1000), --from S, --json,
+        /// --trace SEED (replays one schedule with every event).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Run the benchmarks: the read VIP planner (64 read VIPs over 9 members), and resetting
     /// 1,000 and 10,000 connections by each path against `ss -K`, the XDP guard's cost in
@@ -97,6 +109,7 @@ fn main() {
             runs,
         } => lab::run(&scenario, json, runs as usize),
         Task::Chaos { runs, seed } => chaos::run(runs, seed),
+        Task::Simulate { args } => simulate::run(&args),
         Task::Bench => bench::run(),
         Task::BuildEbpf => build_ebpf::run().map(|object| println!("{}", object.display())),
         Task::Deb => deb::run().map(|package| println!("{}", package.display())),

@@ -2,8 +2,10 @@
 //!
 //! Order matters: system packages first (the lab and tests use them), then the eBPF
 //! object (vip-agent embeds it, so nothing else builds without it), then formatting and
-//! lints, then the .deb (the package test installs it), then every test of the default workspace members, then every failover
-//! scenario and a short chaos campaign, then every fuzz target for a short while.
+//! lints, then the .deb (the package test installs it), then every test of the default
+//! workspace members, then every failover scenario and a short chaos campaign, then
+//! 100,000 schedules of the coordination core's simulation, then every fuzz target for
+//! a short while.
 
 use crate::{build_ebpf, cmd, fuzz};
 use anyhow::{Context, Result, bail};
@@ -31,6 +33,10 @@ const APT_PACKAGES: &[&str] = &[
 /// The short chaos campaign CI runs.
 const CHAOS_RUNS: u64 = 10;
 const CHAOS_SEED: u64 = 20261124;
+
+/// How many schedules of the core's simulation CI runs (about three minutes on two
+/// cores; the README reports a long run).
+const SIMULATED_SCHEDULES: u64 = 100_000;
 
 pub fn run(cargo_test_args: &[String]) -> Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -67,6 +73,9 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
     // A short chaos campaign (a fixed seed, so a failure replays; the README reports a
     // long one).
     crate::chaos::run(CHAOS_RUNS, CHAOS_SEED)?;
+    // The coordination core's deterministic simulation: a fixed range of seeds, so a
+    // failure replays with `cargo xtask simulate --trace <seed>`.
+    crate::simulate::run(&["--seeds".into(), SIMULATED_SCHEDULES.to_string()])?;
     // The readers of outside input (the peer port's, anyone's who can reach it, above
     // all): 20 s of fuzzing each.
     fuzz::run(20, &[])

@@ -268,6 +268,79 @@ impl World {
         }
     }
 
+    /// Whether a transaction member `i` runs now commits: it is the writable primary of
+    /// its view, and a majority of that view is with it (members it can talk to that
+    /// have it in their own view). A minority's transactions block in MGR
+    /// ("Group Replication ... blocks" on a lost majority: the manual's section on
+    /// network partitioning), so here they fail.
+    pub fn can_commit(&self, i: usize) -> bool {
+        !self.super_read_only(i) && self.with_majority(i)
+    }
+
+    /// Whether member `i` takes part in the group with a majority of its view around it
+    /// (members it can talk to that have it in their own view): what any decision of the
+    /// group (a commit, a primary change) needs.
+    fn with_majority(&self, i: usize) -> bool {
+        let m = &self.members[i];
+        if !self.participating(i) {
+            return false;
+        }
+        let with = m
+            .view
+            .iter()
+            .filter(|e| {
+                e.idx == i
+                    || (self.reachable(i, e.idx)
+                        && self.participating(e.idx)
+                        && self.members[e.idx].entry(i).is_some())
+            })
+            .count();
+        with * 2 > m.view.len()
+    }
+
+    /// A member that was cut off but not expelled gets, once it hears the group again,
+    /// the decisions the majority took meanwhile (a primary change is delivered to every
+    /// member of the configuration through the group's consensus, late ones included):
+    /// its view's roles become the majority's.
+    fn follow_majority_roles(&mut self, now: Instant) {
+        let n = self.members.len();
+        let Some(primary) = (0..n).filter(|&a| self.with_majority(a)).find_map(|a| {
+            self.members[a]
+                .view
+                .iter()
+                .find(|e| e.role == MemberRole::Primary && e.state == MemberState::Online)
+                .map(|e| e.idx)
+        }) else {
+            return;
+        };
+        let members: Vec<usize> = (0..n).filter(|&a| self.participating(a)).collect();
+        for a in members {
+            let differs = self.members[a]
+                .view
+                .iter()
+                .any(|e| (e.role == MemberRole::Primary) != (e.idx == primary));
+            if differs && self.members[a].entry(primary).is_some() {
+                for e in &mut self.members[a].view {
+                    e.role = if e.idx == primary {
+                        MemberRole::Primary
+                    } else {
+                        MemberRole::Secondary
+                    };
+                }
+                self.log(
+                    now,
+                    Some(a),
+                    format!("learns member {primary} is PRIMARY (decided while it was cut off)"),
+                );
+            }
+        }
+    }
+
+    /// Whether the network lets members `a` and `b` talk (both alive, same side).
+    pub fn connected(&self, a: usize, b: usize) -> bool {
+        self.reachable(a, b)
+    }
+
     /// @@super_read_only of member `i` (and @@read_only, which follows it here).
     pub fn super_read_only(&self, i: usize) -> bool {
         let m = &self.members[i];
@@ -299,8 +372,13 @@ impl World {
     fn next_due(&self, now: Instant) -> Option<(Instant, Due)> {
         let t = &self.timings;
         let mut best: Option<(Instant, Due)> = None;
+        // At one instant every suspicion comes before any expulsion: an expel is the
+        // majority's decision, and a member that has not yet marked the rest of its
+        // side UNREACHABLE must not count them as its majority (with
+        // group_replication_member_expel_timeout = 0 both fall due together).
+        let rank = |due: &Due| u8::from(!matches!(due, Due::MarkUnreachable { .. }));
         let mut consider = |at: Instant, due: Due| {
-            if at <= now && best.is_none_or(|(b, _)| at < b) {
+            if at <= now && best.is_none_or(|(b, d)| (at, rank(&due)) < (b, rank(&d))) {
                 best = Some((at, due));
             }
         };
@@ -329,7 +407,9 @@ impl World {
                             subject: e.idx,
                         },
                     );
-                } else if m.has_majority() {
+                } else if m.has_majority() && self.with_majority(a) {
+                    // An expel is the group's decision: it needs a majority of the view
+                    // actually around the member, not only "not yet suspected".
                     consider(
                         lost + t.unreachable_after + t.expel_after,
                         Due::Expel {
@@ -428,6 +508,21 @@ impl World {
                 .is_some_and(|e| e.state == MemberState::Online)
                 && self.participating(target),
             "member {target} is not ONLINE"
+        );
+        // group_replication_set_as_primary() refuses to start unless the member it runs
+        // on is ONLINE in the majority partition, and while any member is UNREACHABLE
+        // (member_online_with_majority() and group_contains_unreachable_member() in
+        // mysql-server's plugin/group_replication/src/udf/udf_single_primary.cc).
+        ensure!(
+            self.with_majority(target),
+            "the group has no majority around member {target}: the switchover blocks"
+        );
+        ensure!(
+            self.members[target]
+                .view
+                .iter()
+                .all(|e| e.state != MemberState::Unreachable),
+            "a member is UNREACHABLE: group actions are refused until it is back or expelled"
         );
         for c in self.group_of(target) {
             for e in &mut self.members[c].view {
@@ -541,6 +636,7 @@ impl World {
             self.elect(a, now);
         }
         self.relink(now);
+        self.follow_majority_roles(now);
 
         if self.timings.auto_rejoin {
             let in_error: Vec<usize> = (0..n)
@@ -1137,6 +1233,71 @@ mod tests {
             [
                 "0:UNREACHABLE:PRIMARY",
                 "1:UNREACHABLE:SECONDARY",
+                "2:ONLINE:SECONDARY"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_blocked_minority_primary_commits_nothing_while_the_majority_does() {
+        let (mut w, t0) = world(3, Timings::default());
+        w.partition(&[&[0], &[1, 2]], t0).unwrap();
+        w.advance(t0 + UA + EA);
+        // Member 0 still says PRIMARY and writable, yet nothing it runs commits.
+        assert!(!w.super_read_only(0));
+        assert!(!w.can_commit(0));
+        assert_eq!(view(&mut w, 1, t0 + UA + EA)[0], "1:ONLINE:PRIMARY");
+        assert!(w.can_commit(1));
+        assert!(!w.can_commit(2), "a secondary is read-only");
+    }
+
+    #[test]
+    fn with_no_expel_timeout_a_minority_still_cannot_expel_the_majority() {
+        let (mut w, t0) = world(3, Timings::default());
+        w.timings.expel_after = Duration::ZERO;
+        w.partition(&[&[0], &[1, 2]], t0).unwrap();
+        // Suspicion and expulsion fall due together: member 0 suspects both others
+        // first, and then has no majority to expel them with.
+        assert_eq!(
+            view(&mut w, 0, t0 + UA + ms(50)),
+            [
+                "0:ONLINE:PRIMARY",
+                "1:UNREACHABLE:SECONDARY",
+                "2:UNREACHABLE:SECONDARY"
+            ]
+        );
+        assert_eq!(
+            view(&mut w, 1, t0 + UA + ms(50)),
+            ["1:ONLINE:PRIMARY", "2:ONLINE:SECONDARY"]
+        );
+    }
+
+    #[test]
+    fn a_switchover_blocks_without_a_majority_or_with_a_member_unreachable() {
+        let (mut w, t0) = world(3, Timings::default());
+        w.partition(&[&[0], &[1, 2]], t0).unwrap();
+        let err = w.switchover(0, t0).unwrap_err().to_string();
+        assert!(err.contains("no majority"), "{err}");
+        w.advance(t0 + UA);
+        let err = w.switchover(2, t0 + UA).unwrap_err().to_string();
+        assert!(err.contains("UNREACHABLE"), "{err}");
+        assert_eq!(view(&mut w, 2, t0 + UA)[0], "0:UNREACHABLE:PRIMARY");
+    }
+
+    #[test]
+    fn a_member_cut_off_but_not_expelled_learns_the_new_primary_when_it_hears_the_group() {
+        let (mut w, t0) = world(3, Timings::default());
+        w.partition(&[&[0, 1], &[2]], t0).unwrap();
+        // Before anyone is suspected the majority changes primary; member 2 misses it.
+        w.switchover(1, t0).unwrap();
+        assert_eq!(view(&mut w, 2, t0)[0], "0:ONLINE:PRIMARY");
+        let t1 = t0 + UA - ms(1);
+        w.heal(t1).unwrap();
+        assert_eq!(
+            view(&mut w, 2, t1),
+            [
+                "0:ONLINE:SECONDARY",
+                "1:ONLINE:PRIMARY",
                 "2:ONLINE:SECONDARY"
             ]
         );

@@ -12,11 +12,10 @@ use std::net::IpAddr;
 use tracing::{info, warn};
 
 use super::Agent;
-use super::lead::online;
 use crate::control::{self, Response as Reply};
 use crate::mgr::NodeStatus;
 use crate::peer::{self, Request, Response};
-use crate::plan::{Placement, topology};
+use crate::plan::{self, Placement, topology};
 
 impl Agent {
     pub(super) async fn answer_peer(&mut self, incoming: peer::server::Incoming) {
@@ -104,7 +103,10 @@ impl Agent {
         }
         self.coord.applied.insert(from.to_string(), stamp);
         if self.coord.placement.as_ref() != Some(&placement) {
-            let text = topology::format(&placement, &online(status.members().unwrap_or(&[])));
+            let text = topology::format(
+                &placement,
+                &plan::Member::online(status.members().unwrap_or(&[])),
+            );
             info!(event = "placement", from = %from, topology = %text, "applying the primary's placement: {text}");
         }
         self.coord.placement = Some(placement);
@@ -158,7 +160,7 @@ impl Agent {
             control::Request::Status => Reply::Status(Box::new(self.status_report().await)),
             control::Request::Topology => match (&self.coord.placement, &self.status) {
                 (Some(p), Some(s)) => Reply::Topology {
-                    text: topology::format(p, &online(s.members().unwrap_or(&[]))),
+                    text: topology::format(p, &plan::Member::online(s.members().unwrap_or(&[]))),
                 },
                 _ => error(
                     "no placement yet: this node has not planned (as primary) or received one \
@@ -193,7 +195,7 @@ impl Agent {
                  primary{who}. Nothing changed."
             ));
         };
-        let online = online(&members);
+        let online = plan::Member::online(&members);
         let parsed = match topology::parse(text) {
             Ok(t) => t,
             Err(e) => return error(format!("the topology was refused, nothing changed:\n{e}")),

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use super::{Agent, PUSH_RETRY, next_stamp, now_text};
 use crate::control::PeerHealth;
-use crate::mgr::{Member, MemberRole, MemberState, NodeStatus};
+use crate::mgr::{Member, MemberState, NodeStatus};
 use crate::peer::hosts::Hosts;
 use crate::peer::{Request, Response, client};
 use crate::plan::{self, Holdings, Placement, topology};
@@ -37,7 +37,7 @@ impl Agent {
         let NodeStatus::Primary { me, members } = status else {
             return Ok(());
         };
-        let online = online(members);
+        let online = plan::Member::online(members);
         let signature: Vec<(String, bool)> =
             online.iter().map(|m| (m.uuid.clone(), m.primary)).collect();
         let resync_due = self
@@ -404,18 +404,6 @@ impl Caller {
             .await
             .map_err(|e| anyhow!("{e}"))
     }
-}
-
-/// The ONLINE members of a view, for the planner.
-pub(super) fn online(members: &[Member]) -> Vec<plan::Member> {
-    members
-        .iter()
-        .filter(|m| m.state == MemberState::Online)
-        .map(|m| plan::Member {
-            uuid: m.uuid.clone(),
-            primary: m.role == Some(MemberRole::Primary),
-        })
-        .collect()
 }
 
 /// The ONLINE members other than `me`, with the host their agent listens on

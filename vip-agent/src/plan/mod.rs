@@ -43,6 +43,20 @@ pub struct Member {
     pub primary: bool,
 }
 
+impl Member {
+    /// The ONLINE members of a view, as the planner sees them.
+    pub fn online(members: &[crate::mgr::Member]) -> Vec<Member> {
+        members
+            .iter()
+            .filter(|m| m.state == crate::mgr::MemberState::Online)
+            .map(|m| Member {
+                uuid: m.uuid.clone(),
+                primary: m.role == Some(crate::mgr::MemberRole::Primary),
+            })
+            .collect()
+    }
+}
+
 /// What each member says it holds, keyed by member uuid. Only read VIPs matter here.
 pub type Holdings = BTreeMap<String, BTreeSet<IpAddr>>;
 
