@@ -79,6 +79,16 @@ impl Guarded {
             .unwrap();
     }
 
+    /// Held until `lease_ends_in` from now, when the kernel fences it.
+    fn hold_for(&mut self, vip: IpAddr, lease_ends_in: Duration) {
+        let now = vip_table::monotonic_ns();
+        let until = now + lease_ends_in.as_nanos() as u64;
+        let state = vip_table::held_until(Role::Write, now, until);
+        self.vips()
+            .insert(vip_table::vip_key(vip), state, 0)
+            .unwrap();
+    }
+
     fn release(&mut self, vip: IpAddr) {
         let state = vip_table::released(Role::Write, vip_table::monotonic_ns(), GUARD_FOR);
         self.vips()
@@ -679,6 +689,55 @@ fn ipv6_stale_client_is_refused_until_the_guard_expires() {
         return;
     }
     stale_client_is_refused(true);
+}
+
+/// A VIP whose lease in the kernel runs out, with nothing written to the map (its agent
+/// frozen): from the lease's end the guard answers for it as released, though it is
+/// still bound and marked held. A new connect is refused, an open connection reset, an
+/// ARP request left unanswered; a renewal lets the same client in again.
+#[test]
+fn a_vip_held_past_its_lease_is_fenced_by_the_kernel() {
+    if !vip_tests::privileged() {
+        return;
+    }
+    let lab = Lab::builder().hosts(1).clients(1).build().unwrap();
+    let (host, client) = (lab.host(0), lab.client(0));
+    let vip = IpAddr::from(VIP4);
+    let to = SocketAddr::new(vip, PORT);
+    host.add_addr("198.51.100.50/24").unwrap();
+    let _echo = echo_server(host, (Ipv6Addr::UNSPECIFIED, PORT).into());
+    let mut guard = Guarded::attach(host, MODE);
+    let raw = RawLink::open(client);
+
+    // A lease that ends long after the test: held as usual.
+    guard.hold_for(vip, GUARD_FOR);
+    let conn = connect(client, to, DEADLINE).unwrap_or_else(|e| panic!("connect {to}: {e}"));
+    assert!(echoes(&conn), "connection under a valid lease echoes");
+
+    // The last renewal: the lease ends shortly, and nothing writes the map again.
+    guard.hold_for(vip, Duration::from_millis(200));
+    let mut last = None;
+    let fenced = wait_for(DEADLINE, || {
+        last = Some(connect(client, to, FAST));
+        matches!(&last, Some(Err(e)) if e.kind() == ErrorKind::ConnectionRefused)
+    });
+    assert!(
+        fenced,
+        "a connect after the lease's end is refused, got {last:?}"
+    );
+    assert_reset_on_next_segment(&conn);
+    raw.send(&arp_request(client, VIP4));
+    let c = guard.wait_counters(vip, "ARP request dropped", |c| c.neigh_dropped >= 1);
+    assert!(c.rst_sent >= 2, "{c:?}");
+    assert!(
+        host.addrs().unwrap().iter().any(|a| a.addr == vip),
+        "the address is still bound: the kernel alone fenced it"
+    );
+
+    // Renewed (an agent that runs again and holds a lease): answered again.
+    guard.hold(vip);
+    let conn = connect(client, to, DEADLINE).unwrap_or_else(|e| panic!("connect {to}: {e}"));
+    assert!(echoes(&conn), "connection after the renewal echoes");
 }
 
 /// While the VIP is still bound but marked released, ARP requests and neighbour

@@ -176,10 +176,13 @@ pub fn status_text(s: &Status) -> String {
             .datapath
             .iter()
             .map(|v| {
-                let state = if v.state == "released" {
-                    format!("released, guard {} s left", v.guard_left_ms.div_ceil(1000))
-                } else {
-                    v.state.clone()
+                let state = match (v.state.as_str(), v.lease_left_ms) {
+                    ("released", _) => {
+                        format!("released, guard {} s left", v.guard_left_ms.div_ceil(1000))
+                    }
+                    ("held", Some(left)) => format!("held, lease {} ms left", left),
+                    ("lease over", _) => "lease over, guarded as released".into(),
+                    _ => v.state.clone(),
                 };
                 vec![
                     v.vip.to_string(),

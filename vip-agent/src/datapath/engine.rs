@@ -46,10 +46,15 @@ pub struct Modes {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VipDatapath {
     pub vip: IpAddr,
-    /// "held", or "released" (the guard answers its stale clients for `guard_left_ms`).
+    /// "held"; "lease over" (held, but its lease in the kernel ended: the guard answers
+    /// for it as released); or "released" (the guard answers its stale clients for
+    /// `guard_left_ms`).
     pub state: String,
     pub role: String,
     pub guard_left_ms: u64,
+    /// Held: what is left of its lease in the kernel (`None`: no time limit).
+    #[serde(default)]
+    pub lease_left_ms: Option<u64>,
     /// Connections tracked through it now.
     pub tracked: usize,
     pub packets: u64,
@@ -516,13 +521,17 @@ pub(super) fn summarize(
             let get = |f: fn(&guard::VipCounters) -> u64| c.map(f).unwrap_or(0);
             VipDatapath {
                 vip,
-                state: if s.state == vip_ebpf_common::VIP_HELD {
-                    "held".into()
-                } else {
-                    "released".into()
-                },
+                state: match s.state {
+                    vip_ebpf_common::VIP_HELD if s.holds(now) => "held",
+                    vip_ebpf_common::VIP_HELD => "lease over",
+                    _ => "released",
+                }
+                .into(),
                 role: Role::name(s.role).into(),
                 guard_left_ms: s.guard_until_ns.saturating_sub(now) / 1_000_000,
+                lease_left_ms: (s.state == vip_ebpf_common::VIP_HELD
+                    && s.lease_until_ns != vip_ebpf_common::NO_LEASE_END)
+                    .then(|| s.lease_until_ns.saturating_sub(now) / 1_000_000),
                 tracked: conns.iter().filter(|c| c.vip.ip() == vip).count(),
                 packets: get(|c| c.packets),
                 bytes: get(|c| c.bytes),

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use aya::maps::{HashMap, IterableMap, MapData};
 use vip_ebpf_common::{
-    AF_INET, AF_INET6, DstKey, ROLE_READ, ROLE_WRITE, VIP_HELD, VIP_RELEASED, VipState,
+    AF_INET, AF_INET6, DstKey, NO_LEASE_END, ROLE_READ, ROLE_WRITE, VIP_HELD, VIP_RELEASED,
+    VipState,
 };
 
 /// Nanoseconds on CLOCK_MONOTONIC: the clock of `bpf_ktime_get_ns`.
@@ -72,11 +73,19 @@ impl Role {
     }
 }
 
+/// Held without a time limit.
 pub fn held(role: Role, now_ns: u64) -> VipState {
+    held_until(role, now_ns, NO_LEASE_END)
+}
+
+/// Held until `lease_until_ns` (CLOCK_MONOTONIC ns): from then on the guard answers for
+/// the VIP as released unless the agent moves the end first.
+pub fn held_until(role: Role, now_ns: u64, lease_until_ns: u64) -> VipState {
     VipState {
         state: VIP_HELD,
         role: role.code(),
         since_ns: now_ns,
+        lease_until_ns,
         ..VipState::default()
     }
 }
@@ -172,7 +181,22 @@ mod tests {
             (VIP_HELD, ROLE_READ, 0)
         );
         assert!(!expired(&h, u64::MAX), "a held VIP never expires");
+        assert!(
+            h.holds(u64::MAX - 1) && !h.fenced(u64::MAX - 1),
+            "no lease end"
+        );
         assert_eq!(Role::name(h.role), "read");
+    }
+
+    #[test]
+    fn a_held_vip_past_its_lease_is_fenced_until_moved() {
+        let h = held_until(Role::Write, 5, 1_000);
+        assert!(h.holds(999) && !h.fenced(999));
+        assert!(!h.holds(1_000) && h.fenced(1_000));
+        assert!(h.fenced(u64::MAX - 1), "a frozen agent stays fenced");
+        assert!(!expired(&h, u64::MAX), "only RELEASED entries are pruned");
+        let r = released(Role::Write, 1_000, Duration::from_secs(1));
+        assert!(!r.holds(1_001) && r.fenced(1_001) && !r.fenced(1_000_001_000));
     }
 
     #[test]

@@ -115,9 +115,11 @@ impl Collector for GuardCollector {
             gauges(
                 &mut encoder,
                 "guard_active",
-                "1 while the guard answers the stale clients of this released VIP",
+                "1 while the guard answers the stale clients of this released VIP (or of \
+                 a VIP held past its lease in the kernel)",
                 vips.iter().map(|v| {
-                    let active = v.state == "released" && v.guard_left_ms > 0;
+                    let active =
+                        (v.state == "released" && v.guard_left_ms > 0) || v.state == "lease over";
                     ([("vip", v.vip.to_string())], i64::from(active))
                 }),
             )?;

@@ -132,7 +132,7 @@ pub struct ResetCount {
 pub const VIP_ENTRIES: usize = 256;
 
 /// `VipState::state`: this node holds the VIP (the guard counts and passes its traffic,
-/// the tracker records its connections).
+/// the tracker records its connections) until `lease_until_ns`.
 pub const VIP_HELD: u8 = 1;
 /// `VipState::state`: this node let the VIP go. Until `guard_until_ns` the guard answers
 /// TCP to it with a RST and drops ARP requests / neighbour solicitations for it.
@@ -155,6 +155,33 @@ pub struct VipState {
     pub since_ns: u64,
     /// RELEASED only: the guard answers stale clients until then (CLOCK_MONOTONIC ns).
     pub guard_until_ns: u64,
+    /// HELD only: the end of the node's lease on the VIP (CLOCK_MONOTONIC ns;
+    /// [`NO_LEASE_END`]: none). From then on the guard answers for the VIP as released,
+    /// whatever userspace does: an agent that stops running is fenced by its own kernel.
+    pub lease_until_ns: u64,
+}
+
+/// `VipState::lease_until_ns` of a VIP held without a time limit.
+pub const NO_LEASE_END: u64 = u64::MAX;
+
+impl VipState {
+    /// Whether the node holds the VIP at `now_ns`: HELD and its lease not over.
+    #[inline(always)]
+    pub fn holds(&self, now_ns: u64) -> bool {
+        self.state == VIP_HELD && now_ns < self.lease_until_ns
+    }
+
+    /// Whether the guard answers for the VIP as released at `now_ns`: RESETs to its
+    /// clients, no answers to ARP / NS. Released and inside its window, or held past
+    /// the lease's end (for as long as the entry stays so: a frozen agent stays fenced).
+    #[inline(always)]
+    pub fn fenced(&self, now_ns: u64) -> bool {
+        match self.state {
+            VIP_RELEASED => now_ns < self.guard_until_ns,
+            VIP_HELD => now_ns >= self.lease_until_ns,
+            _ => false,
+        }
+    }
 }
 
 /// The guard's counters for one VIP (map `VIP_COUNTERS`, per-CPU, key [`DstKey`]).

@@ -3,8 +3,11 @@
 //! For every IPv4/IPv6 packet whose destination is in `VIPS` it counts packets and bytes
 //! (`VIP_COUNTERS`, per CPU), then:
 //!
-//! - **HELD**: passes it. A TCP segment of a tracked connection (`CONNS`) refreshes the
+//! - **HELD, before `lease_until_ns`**: passes it. A TCP segment of a tracked connection (`CONNS`) refreshes the
 //!   connection's `last_rx_ns`.
+//! - **HELD, past `lease_until_ns`**: the node's lease on the VIP is over (its agent
+//!   stopped renewing it: paused, frozen, dead). Answered exactly as RELEASED before
+//!   `guard_until_ns`, below, for as long as the entry stays so.
 //! - **RELEASED, before `guard_until_ns`**: a client with a stale neighbour entry is still
 //!   sending here. A TCP segment (not a RST) sent by Ethernet unicast to this NIC's MAC
 //!   (`GUARD_CONFIG`) is rewritten in place into the RST that a closed port sends
@@ -31,9 +34,7 @@ use aya_ebpf::{
     macros::xdp,
     programs::XdpContext,
 };
-use vip_ebpf_common::{
-    AF_INET, AF_INET6, ConnKey, DstKey, GuardCounters, VIP_HELD, VIP_RELEASED, VipState,
-};
+use vip_ebpf_common::{AF_INET, AF_INET6, ConnKey, DstKey, GuardCounters, VipState};
 
 use crate::maps::{CONNS, GUARD_CONFIG, VIP_COUNTERS, VIPS};
 
@@ -107,10 +108,11 @@ fn vip(key: &DstKey) -> Option<VipState> {
     VIPS.get_ptr(key).map(|p| unsafe { *p })
 }
 
-/// Whether the VIP is released and its guard still runs.
+/// Now, on the clock of the VIPS map's times.
 #[inline(always)]
-fn guarding(state: &VipState) -> bool {
-    state.state == VIP_RELEASED && unsafe { bpf_ktime_get_ns() } < state.guard_until_ns
+fn now() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
 }
 
 /// This CPU's counters for `key`, created (zeroed) on first use.
@@ -208,7 +210,7 @@ fn arp(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 fn solicited(key: &DstKey) -> u32 {
     match vip(key) {
-        Some(state) if guarding(&state) => neigh_drop_counted(key),
+        Some(state) if state.fenced(now()) => neigh_drop_counted(key),
         _ => XDP_PASS,
     }
 }
@@ -238,13 +240,14 @@ fn ipv4(ctx: &XdpContext) -> u32 {
     };
     let src = [ip[12], ip[13], ip[14], ip[15]];
 
-    if state.state == VIP_HELD {
+    let now = now();
+    if state.holds(now) {
         if let Some(tcp) = tcp {
             touch_conn(AF_INET, DstKey::v4(dst).addr, DstKey::v4(src).addr, &tcp);
         }
         return XDP_PASS;
     }
-    if !guarding(&state) {
+    if !state.fenced(now) {
         return XDP_PASS;
     }
     if !to_our_mac(ctx) {
@@ -316,13 +319,14 @@ fn ipv6(ctx: &XdpContext) -> u32 {
     let mut src = [0u8; 16];
     src.copy_from_slice(&ip[8..24]);
 
-    if state.state == VIP_HELD {
+    let now = now();
+    if state.holds(now) {
         if let Some(tcp) = tcp {
             touch_conn(AF_INET6, dst, src, &tcp);
         }
         return XDP_PASS;
     }
-    if !guarding(&state) {
+    if !state.fenced(now) {
         return XDP_PASS;
     }
     if !to_our_mac(ctx) {
