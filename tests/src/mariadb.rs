@@ -216,6 +216,7 @@ pub struct MariaDbBuilder {
     max_connections: u32,
     tls: bool,
     netns: Option<String>,
+    init: Vec<String>,
 }
 
 impl MariaDbBuilder {
@@ -241,6 +242,13 @@ impl MariaDbBuilder {
     /// not bound to one).
     pub fn netns(mut self, ns: &str) -> Self {
         self.netns = Some(ns.to_owned());
+        self
+    }
+
+    /// SQL the server runs as root at its start, after the accounts are made (several
+    /// statements, each ending in `;`, may span lines).
+    pub fn init_sql(mut self, sql: &str) -> Self {
+        self.init.push(sql.to_owned());
         self
     }
 
@@ -309,6 +317,7 @@ impl MariaDb {
             max_connections: 20,
             tls: false,
             netns: None,
+            init: Vec::new(),
         }
     }
 
@@ -477,6 +486,11 @@ impl MariaDb {
             // What the agent is granted on MySQL; harmless on MariaDB.
             format!("GRANT SELECT ON performance_schema.* TO '{USER}'@'%', '{USER}'@'localhost';"),
         ];
+        // The test's own statements, one a line, as an init file wants them.
+        for text in &opts.init {
+            let one_line = text.replace('\n', " ");
+            sql.extend(one_line.split_inclusive(';').map(|s| s.trim().to_owned()));
+        }
         if opts.tls {
             sql.push(format!(
                 "CREATE USER '{TLS_USER}'@'%' IDENTIFIED BY '{PASSWORD}' REQUIRE SSL;"

@@ -276,3 +276,83 @@ async fn tls_without_identity_check_accepts_a_certificate_for_another_name() {
     let mut p = Poller::new(target(localhost(&db), TLS_USER, PASSWORD, tls(&ca, false)));
     assert_answered(&poll(&mut p).await);
 }
+
+/// The lease row's statements on a real server, through the agent's account with only
+/// the grant the README gives: the table as created from `lease_row::CREATE`, a first
+/// take, a second one that finds the row, a renewal, and a take of the next term.
+/// (MariaDB has no group_replication_consistency, so the session's own is used.)
+#[tokio::test]
+async fn the_lease_rows_statements_run_on_a_real_server() {
+    use vip_agent::core::{CommitError, LeaseOp};
+    use vip_agent::mgr::lease_row;
+    if !mariadb::available() {
+        return;
+    }
+    let account = format!("'{USER}'@'%', '{USER}'@'localhost'");
+    let db = MariaDb::builder()
+        .init_sql(lease_row::CREATE)
+        .init_sql(&lease_row::grant(&account))
+        .start()
+        .unwrap();
+    let opts = OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(db.port())
+        .user(Some(USER))
+        .pass(Some(PASSWORD));
+    let mut conn = Conn::new(opts).await.unwrap();
+    let (a, b) = (
+        "3e11fa47-71ca-11e1-9e33-c80aa9429562",
+        "8a94f357-aab4-11df-86ab-c80aa9429562",
+    );
+    assert_eq!(lease_row::read(&mut conn).await.unwrap(), None);
+
+    let first = LeaseOp::Take { expect: None };
+    let row = lease_row::commit_in_session(&mut conn, a, &first)
+        .await
+        .unwrap();
+    assert_eq!((row.term, row.renewals, row.settled), (1, 0, false));
+    let err = lease_row::commit_in_session(&mut conn, b, &first)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CommitError::Stale {
+            current: Some(row.clone())
+        }
+    );
+    let renew = LeaseOp::Renew {
+        term: 1,
+        settled: true,
+    };
+    let row = lease_row::commit_in_session(&mut conn, a, &renew)
+        .await
+        .unwrap();
+    assert_eq!((row.renewals, row.settled), (1, true));
+    // Another agent's renewal of a term it does not hold matches nothing.
+    let err = lease_row::commit_in_session(&mut conn, b, &renew)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CommitError::Stale {
+            current: Some(row.clone())
+        }
+    );
+    let take = LeaseOp::Take {
+        expect: Some(row.version()),
+    };
+    let taken = lease_row::commit_in_session(&mut conn, b, &take)
+        .await
+        .unwrap();
+    assert_eq!(
+        (taken.holder.as_str(), taken.term, taken.renewals),
+        (b, 2, 0)
+    );
+    assert_eq!(lease_row::read(&mut conn).await.unwrap(), Some(taken));
+    // MariaDB has no Group Replication: the consistency setting names the variable.
+    let err = lease_row::commit(&mut conn, a, &first).await.unwrap_err();
+    assert!(
+        matches!(&err, CommitError::Failed(m) if m.contains("group_replication_consistency")),
+        "{err:?}"
+    );
+}

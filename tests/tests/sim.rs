@@ -684,3 +684,80 @@ async fn event_log_records_transitions() {
     );
     find("elects member 1 PRIMARY");
 }
+
+/// The agents' lease row (`vip_agent::mgr::lease_row`) as MGR commits it: only on the
+/// writable primary, and only with a majority (a minority's commit and consistent read
+/// block); each take names the version it replaces; a member cut off keeps its old row
+/// until it is back.
+#[tokio::test]
+async fn the_lease_row_commits_on_the_primary_with_a_majority_only() {
+    use vip_agent::core::{CommitError, LeaseOp};
+    use vip_agent::mgr::lease_row;
+
+    /// Long enough to show a statement is held, not just slow.
+    const HELD: Duration = Duration::from_millis(300);
+    let group = fast().start().unwrap();
+    let (me, other) = (group.uuid(0), group.uuid(1));
+    let mut c0 = connect(&group, 0).await;
+    let mut c1 = connect(&group, 1).await;
+    let first = LeaseOp::Take { expect: None };
+
+    let row = lease_row::commit(&mut c0, &me, &first).await.unwrap();
+    assert_eq!(
+        (row.holder.as_str(), row.term, row.renewals),
+        (me.as_str(), 1, 0)
+    );
+    let err = lease_row::commit(&mut c1, &other, &first)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CommitError::Failed(m) if m.contains("read-only")),
+        "a secondary's commit: {err:?}"
+    );
+    let err = lease_row::commit(&mut c0, &me, &first).await.unwrap_err();
+    assert_eq!(err, CommitError::Stale { current: Some(row) });
+    let renew = LeaseOp::Renew {
+        term: 1,
+        settled: true,
+    };
+    let row = lease_row::commit(&mut c0, &me, &renew).await.unwrap();
+    assert_eq!((row.renewals, row.settled), (1, true));
+    assert_eq!(lease_row::read(&mut c1).await.unwrap(), Some(row.clone()));
+
+    // The primary in a minority: its renewal is held.
+    group.partition(&[&[0], &[1, 2]]).unwrap();
+    let held = tokio::time::timeout(HELD, lease_row::commit(&mut c0, &me, &renew)).await;
+    assert!(held.is_err(), "a minority's commit went through: {held:?}");
+    drop(c0);
+    // It still reads its old row, unless it asks for the group's latest.
+    let mut c0 = connect(&group, 0).await;
+    assert_eq!(lease_row::read(&mut c0).await.unwrap(), Some(row.clone()));
+    c0.query_drop(lease_row::BEFORE).await.unwrap();
+    let held = tokio::time::timeout(HELD, lease_row::read(&mut c0)).await;
+    assert!(held.is_err(), "a minority's consistent read: {held:?}");
+    drop(c0);
+
+    // The majority's new primary takes the next term, once it is writable.
+    wait_view(&group, &mut c1, &["1:ONLINE:PRIMARY", "2:ONLINE:SECONDARY"]).await;
+    let take = LeaseOp::Take {
+        expect: Some(row.version()),
+    };
+    let deadline = Instant::now() + DEADLINE;
+    let taken = loop {
+        match lease_row::commit(&mut c1, &other, &take).await {
+            Ok(row) => break row,
+            Err(e) => assert!(Instant::now() < deadline, "the new primary's take: {e:?}"),
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!((taken.holder.as_str(), taken.term), (other.as_str(), 2));
+
+    // Back in the group, the old primary has the new row.
+    group.heal().unwrap();
+    let mut c0 = connect(&group, 0).await;
+    let deadline = Instant::now() + DEADLINE;
+    while lease_row::read(&mut c0).await.unwrap() != Some(taken.clone()) {
+        assert!(Instant::now() < deadline, "{}", group.event_log());
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -27,10 +27,11 @@
 //! Modules: [`group`] (builder and controller), [`model`] (the values reported and
 //! configured), [`state`] (the views and their rules, clock-driven and pure), [`server`]
 //! (listeners and endpoint behaviour), `shim` (one connection), [`sql`] (query
-//! recognition), [`auth`] (password checks), `wire` (byte-level fix-ups around opensrv).
+//! recognition), [`lease_table`] (the agents' lease row), [`auth`] (password checks), `wire` (byte-level fix-ups around opensrv).
 
 pub mod auth;
 pub mod group;
+pub mod lease_table;
 pub mod model;
 pub mod server;
 mod shim;

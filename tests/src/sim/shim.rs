@@ -15,8 +15,8 @@ use tokio::io::AsyncWrite;
 
 use super::auth::{self, AuthPlugin};
 use super::model::{MemberRow, Plugin};
-use super::sql::{self, Kind, Select, SqlError, Statement, Value, Var};
-use super::state::World;
+use super::sql::{self, Kind, SqlError, Statement, Value, Var};
+use super::state::{LeaseOutcome, World};
 use super::wire::Denial;
 
 /// The server version in the greeting and @@version: an 8.0 one, because mysql_async
@@ -63,7 +63,12 @@ pub struct Shim {
     denial: Denial,
     prepared: HashMap<u32, Statement>,
     next_statement: u32,
+    /// The session's group_replication_consistency is BEFORE.
+    before: bool,
 }
+
+/// How often a statement MGR holds (a blocked commit) is tried again.
+const BLOCKED_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl Shim {
     pub fn new(shared: Arc<Shared>, member: usize, peer_host: String, denial: Denial) -> Self {
@@ -79,13 +84,21 @@ impl Shim {
             denial,
             prepared: HashMap::new(),
             next_statement: 1,
+            before: false,
         }
     }
 
-    /// Runs a recognised statement against this member's current state.
-    fn run(&self, statement: &Statement) -> Result<Option<sql::Table>, SqlError> {
+    /// Runs a recognised statement against this member's current state: its result set
+    /// (if it has one) and the rows it changed. A statement MGR holds waits here, as a
+    /// real client waits for its commit, until it goes through or its member leaves the
+    /// group.
+    async fn run(&mut self, statement: &Statement) -> Result<(Option<sql::Table>, u64), SqlError> {
         match statement {
-            Statement::Set => Ok(None),
+            Statement::Set => Ok((None, 0)),
+            Statement::Consistency(level) => {
+                self.before = level.starts_with("BEFORE");
+                Ok((None, 0))
+            }
             Statement::Select(select) => {
                 let world = self.shared.world();
                 select
@@ -93,7 +106,23 @@ impl Shim {
                         world: &world,
                         member: self.member,
                     })
-                    .map(Some)
+                    .map(|t| (Some(t), 0))
+            }
+            Statement::Lease(stmt) => {
+                let mut waited = false;
+                loop {
+                    let outcome = self.shared.world().lease(self.member, stmt, self.before);
+                    match outcome {
+                        LeaseOutcome::Done(Err(SqlError::ReadOnly)) if waited => {
+                            return Err(SqlError::Rollback);
+                        }
+                        LeaseOutcome::Done(done) => return done,
+                        LeaseOutcome::Blocked => {
+                            waited = true;
+                            tokio::time::sleep(BLOCKED_RETRY).await;
+                        }
+                    }
+                }
             }
         }
     }
@@ -141,14 +170,14 @@ impl sql::Source for MemberSource<'_> {
     }
 }
 
-fn wire_columns(select: &Select) -> Vec<WireColumn> {
-    let table = if select.from_members {
-        "replication_group_members"
-    } else {
-        ""
+fn wire_columns(statement: &Statement) -> Vec<WireColumn> {
+    let (table, columns) = match statement {
+        Statement::Select(s) if s.from_members => ("replication_group_members", s.columns()),
+        Statement::Select(s) => ("", s.columns()),
+        Statement::Lease(l) => (super::lease_table::NAME, l.columns()),
+        _ => ("", Vec::new()),
     };
-    select
-        .columns()
+    columns
         .into_iter()
         .map(|(label, kind)| WireColumn {
             table: table.to_owned(),
@@ -164,17 +193,17 @@ fn wire_columns(select: &Select) -> Vec<WireColumn> {
 
 async fn reply<W: AsyncWrite + Send + Unpin>(
     statement: &Statement,
-    answer: Result<Option<sql::Table>, SqlError>,
+    answer: Result<(Option<sql::Table>, u64), SqlError>,
     results: QueryResultWriter<'_, W>,
 ) -> io::Result<()> {
-    match (statement, answer) {
-        (_, Err(e)) => {
+    match answer {
+        Err(e) => {
             results
                 .error(ErrorKind::from(e.code()), e.to_string().as_bytes())
                 .await
         }
-        (Statement::Select(select), Ok(Some(table))) => {
-            let columns = wire_columns(select);
+        Ok((Some(table), _)) => {
+            let columns = wire_columns(statement);
             let mut rows = results.start(&columns).await?;
             for row in &table.rows {
                 for value in row {
@@ -188,7 +217,13 @@ async fn reply<W: AsyncWrite + Send + Unpin>(
             }
             rows.finish().await
         }
-        _ => results.completed(OkResponse::default()).await,
+        Ok((None, affected_rows)) => {
+            let ok = OkResponse {
+                affected_rows,
+                ..OkResponse::default()
+            };
+            results.completed(ok).await
+        }
     }
 }
 
@@ -250,10 +285,7 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
             Ok(statement) => {
                 let id = self.next_statement;
                 self.next_statement += 1;
-                let columns = match &statement {
-                    Statement::Select(select) => wire_columns(select),
-                    Statement::Set => Vec::new(),
-                };
+                let columns = wire_columns(&statement);
                 self.prepared.insert(id, statement);
                 info.reply(id, &[], &columns).await
             }
@@ -266,15 +298,15 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
         _params: ParamParser<'a>,
         results: QueryResultWriter<'a, W>,
     ) -> io::Result<()> {
-        let Some(statement) = self.prepared.get(&id) else {
+        let Some(statement) = self.prepared.get(&id).cloned() else {
             let msg =
                 format!("Unknown prepared statement handler ({id}) given to mysqld_stmt_execute");
             return results
                 .error(ErrorKind::ER_UNKNOWN_STMT_HANDLER, msg.as_bytes())
                 .await;
         };
-        let answer = self.run(statement);
-        reply(statement, answer, results).await
+        let answer = self.run(&statement).await;
+        reply(&statement, answer, results).await
     }
 
     async fn on_close<'a>(&'a mut self, id: u32)
@@ -293,7 +325,7 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
         match sql::parse(query) {
             Err(e) => reply(&Statement::Set, Err(e), results).await,
             Ok(statement) => {
-                let answer = self.run(&statement);
+                let answer = self.run(&statement).await;
                 reply(&statement, answer, results).await
             }
         }

@@ -14,6 +14,7 @@
 
 use std::fmt;
 
+use super::lease_table::{self, LeaseStmt};
 use super::model::MemberRow;
 
 /// A value in a result set.
@@ -217,9 +218,13 @@ pub struct Select {
 /// A recognised statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Statement {
-    /// Any `SET`: answered OK.
+    /// Any other `SET`: answered OK.
     Set,
+    /// `SET [SESSION] group_replication_consistency = '<level>'`.
+    Consistency(String),
     Select(Select),
+    /// A statement on the lease table.
+    Lease(LeaseStmt),
 }
 
 /// The error a real server would answer.
@@ -236,6 +241,15 @@ pub enum SqlError {
         name: String,
         clause: &'static str,
     },
+    /// The primary key's value.
+    DupEntry(String),
+    ColumnCount,
+    NoDefault(&'static str),
+    NullColumn(&'static str),
+    /// A write on a member with super_read_only (a secondary, or out of the group).
+    ReadOnly,
+    /// A blocked commit whose member left the group meanwhile.
+    Rollback,
 }
 
 impl SqlError {
@@ -249,6 +263,12 @@ impl SqlError {
             SqlError::NoSuchTable(_) => 1146,
             SqlError::NoTables => 1096,
             SqlError::UnknownColumn { .. } => 1054,
+            SqlError::DupEntry(_) => 1062,
+            SqlError::ColumnCount => 1136,
+            SqlError::NoDefault(_) => 1364,
+            SqlError::NullColumn(_) => 1048,
+            SqlError::ReadOnly => 1290,
+            SqlError::Rollback => 3101,
         }
     }
 }
@@ -261,8 +281,9 @@ impl fmt::Display for SqlError {
                 f,
                 "You have an error in your SQL syntax; check the manual that corresponds to \
                  your MySQL server version for the right syntax to use near '{near}' at line 1 \
-                 (the MGR simulator understands only SET, SELECT of system variables and \
-                 SELECT from performance_schema.replication_group_members)"
+                 (the MGR simulator understands only SET, SELECT of system variables, \
+                 SELECT from performance_schema.replication_group_members, and SELECT, \
+                 INSERT and UPDATE on vip_agent.write_lease)"
             ),
             SqlError::UnknownVariable(name) => write!(f, "Unknown system variable '{name}'"),
             SqlError::NoDatabase => write!(f, "No database selected"),
@@ -271,6 +292,21 @@ impl fmt::Display for SqlError {
             SqlError::UnknownColumn { name, clause } => {
                 write!(f, "Unknown column '{name}' in '{clause}'")
             }
+            SqlError::DupEntry(key) => {
+                write!(f, "Duplicate entry '{key}' for key 'write_lease.PRIMARY'")
+            }
+            SqlError::ColumnCount => write!(f, "Column count doesn't match value count at row 1"),
+            SqlError::NoDefault(c) => write!(f, "Field '{c}' doesn't have a default value"),
+            SqlError::NullColumn(c) => write!(f, "Column '{c}' cannot be null"),
+            SqlError::ReadOnly => write!(
+                f,
+                "The MySQL server is running with the --super-read-only option so it cannot \
+                 execute this statement"
+            ),
+            SqlError::Rollback => write!(
+                f,
+                "Plugin instructed the server to rollback the current transaction."
+            ),
         }
     }
 }
@@ -342,7 +378,7 @@ impl Select {
 }
 
 /// `=` as MySQL compares with its default case-insensitive collation; NULL never matches.
-fn sql_eq(a: &Value, b: &Value) -> bool {
+pub(super) fn sql_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Null, _) | (_, Value::Null) => false,
         (Value::Int(x), Value::Int(y)) => x == y,
@@ -356,7 +392,7 @@ fn sql_eq(a: &Value, b: &Value) -> bool {
 // ----- lexing -----
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok {
+pub(super) enum Tok {
     /// Unquoted identifier or keyword.
     Word(String),
     /// `backticked` identifier.
@@ -435,7 +471,7 @@ fn lex(sql: &str) -> Result<Vec<(Tok, usize)>, SqlError> {
             let (s, end) = lex_string(sql, i).ok_or_else(|| near(i))?;
             toks.push((Tok::Str(s), start));
             i = end;
-        } else if b",.*=();".contains(&c) {
+        } else if b",.*=();+".contains(&c) {
             toks.push((Tok::Punct(c as char), start));
             i += 1;
         } else {
@@ -484,10 +520,19 @@ pub fn parse(sql: &str) -> Result<Statement, SqlError> {
         return Err(SqlError::Empty);
     }
     if p.keyword("SET") {
-        return Ok(Statement::Set);
+        return Ok(p.set());
     }
     if p.keyword("SELECT") {
+        if p.reads_lease_table() {
+            return lease_table::parse_select(&mut p).map(Statement::Lease);
+        }
         return p.select().map(Statement::Select);
+    }
+    if p.keyword("INSERT") {
+        return lease_table::parse_insert(&mut p).map(Statement::Lease);
+    }
+    if p.keyword("UPDATE") {
+        return lease_table::parse_update(&mut p).map(Statement::Lease);
     }
     Err(p.syntax_error())
 }
@@ -499,20 +544,20 @@ enum Raw {
     Literal(Value),
 }
 
-struct Parser<'a> {
+pub(super) struct Parser<'a> {
     sql: &'a str,
-    toks: Vec<(Tok, usize)>,
-    pos: usize,
+    pub(super) toks: Vec<(Tok, usize)>,
+    pub(super) pos: usize,
 }
 
 const RESERVED: [&str; 5] = ["FROM", "WHERE", "AND", "AS", "LIMIT"];
 
 impl Parser<'_> {
-    fn peek(&self) -> Option<&Tok> {
+    pub(super) fn peek(&self) -> Option<&Tok> {
         self.toks.get(self.pos).map(|(t, _)| t)
     }
 
-    fn syntax_error(&self) -> SqlError {
+    pub(super) fn syntax_error(&self) -> SqlError {
         let at = self
             .toks
             .get(self.pos)
@@ -520,7 +565,7 @@ impl Parser<'_> {
         SqlError::Syntax(near_text(self.sql, at))
     }
 
-    fn keyword(&mut self, kw: &str) -> bool {
+    pub(super) fn keyword(&mut self, kw: &str) -> bool {
         if matches!(self.peek(), Some(Tok::Word(w)) if w.eq_ignore_ascii_case(kw)) {
             self.pos += 1;
             true
@@ -529,7 +574,7 @@ impl Parser<'_> {
         }
     }
 
-    fn punct(&mut self, c: char) -> bool {
+    pub(super) fn punct(&mut self, c: char) -> bool {
         if self.peek() == Some(&Tok::Punct(c)) {
             self.pos += 1;
             true
@@ -539,7 +584,7 @@ impl Parser<'_> {
     }
 
     /// An identifier (not a reserved word).
-    fn ident(&mut self) -> Option<String> {
+    pub(super) fn ident(&mut self) -> Option<String> {
         let name = match self.peek()? {
             Tok::Word(w) if !RESERVED.iter().any(|r| r.eq_ignore_ascii_case(w)) => w.clone(),
             Tok::Quoted(q) => q.clone(),
@@ -547,6 +592,42 @@ impl Parser<'_> {
         };
         self.pos += 1;
         Some(name)
+    }
+
+    /// After `SET`: the session's consistency level, or anything else (ignored).
+    fn set(&mut self) -> Statement {
+        self.keyword("SESSION");
+        let name = match self.peek() {
+            Some(Tok::SysVar { name, text }) if !text.to_ascii_lowercase().contains("global") => {
+                Some(name.clone())
+            }
+            Some(Tok::Word(w)) => Some(w.clone()),
+            _ => None,
+        };
+        self.pos += 1;
+        let level = match (name, self.punct('='), self.peek()) {
+            (Some(n), true, Some(Tok::Str(level)))
+                if n.eq_ignore_ascii_case("group_replication_consistency") =>
+            {
+                level.clone()
+            }
+            _ => return Statement::Set,
+        };
+        Statement::Consistency(level.to_ascii_uppercase())
+    }
+
+    /// Whether this SELECT reads `vip_agent.write_lease`.
+    fn reads_lease_table(&self) -> bool {
+        let name = |t: &Tok, want: &str| match t {
+            Tok::Word(w) | Tok::Quoted(w) => w.eq_ignore_ascii_case(want),
+            _ => false,
+        };
+        self.toks.windows(4).any(|w| {
+            name(&w[0].0, "FROM")
+                && name(&w[1].0, lease_table::SCHEMA)
+                && w[2].0 == Tok::Punct('.')
+                && name(&w[3].0, lease_table::NAME)
+        })
     }
 
     fn select(&mut self) -> Result<Select, SqlError> {

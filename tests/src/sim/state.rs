@@ -30,11 +30,12 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail, ensure};
 
+use super::lease_table::{LeaseStmt, Row as LeaseRow};
 use super::model::{
     CHANNEL_NAME, COMMUNICATION_STACK, Event, MemberInfo, MemberRole, MemberRow, MemberState,
     Plugin, Timings,
 };
-use super::sql::{Column, Value};
+use super::sql::{Column, SqlError, Table, Value};
 
 /// One member as another (or itself) sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +123,18 @@ pub struct World {
     /// Fault injection, not MGR behaviour: cells of a member's row shown with another
     /// value in every view of it (bad input for the agent's decoder).
     corrupt: Vec<(String, Column, Value)>,
+    /// The lease table's row as the group committed it, and as each member has applied
+    /// it (a member cut off from the primary keeps what it had).
+    lease: Option<LeaseRow>,
+    lease_seen: Vec<Option<LeaseRow>>,
+}
+
+/// What a statement on the lease table did: `Blocked` while MGR holds it (a commit or a
+/// consistent read without a majority); the caller tries again.
+#[derive(Debug)]
+pub enum LeaseOutcome {
+    Done(Result<(Option<Table>, u64), SqlError>),
+    Blocked,
 }
 
 impl World {
@@ -176,6 +189,8 @@ impl World {
             started: now,
             now,
             corrupt: Vec::new(),
+            lease: None,
+            lease_seen: vec![None; n],
         };
         for &i in &in_group {
             world.elect(i, now);
@@ -187,6 +202,67 @@ impl World {
             format!("started: {n} members, members {in_group:?} ONLINE"),
         );
         world
+    }
+
+    // ----- the lease table -----
+
+    /// Runs a statement on the lease table for a client of member `i`; `before`: the
+    /// session's group_replication_consistency is BEFORE.
+    ///
+    /// MGR's rules, as the manual states them: a write commits only on the writable
+    /// primary, and only once a majority orders it (a minority's commit blocks, section
+    /// "Tolerating a network partition"); a secondary refuses it (super_read_only). A
+    /// read returns what the member has applied; with BEFORE it first waits for every
+    /// transaction the group ordered before it, which also needs a majority
+    /// ("Configuring Transaction Consistency Guarantees"). Members that hear the primary
+    /// apply its commits at once; a member that was cut off catches up when it is back
+    /// with the majority.
+    pub fn lease(&mut self, i: usize, stmt: &LeaseStmt, before: bool) -> LeaseOutcome {
+        let caught_up = self.with_majority(i);
+        if caught_up {
+            self.lease_seen[i] = self.lease.clone();
+        }
+        if !stmt.writes() {
+            if before && !caught_up {
+                return LeaseOutcome::Blocked;
+            }
+            let table = stmt.select(self.lease_seen[i].as_ref());
+            return LeaseOutcome::Done(Ok((Some(table), 0)));
+        }
+        if self.super_read_only(i) {
+            return LeaseOutcome::Done(Err(SqlError::ReadOnly));
+        }
+        if !caught_up {
+            return LeaseOutcome::Blocked;
+        }
+        let (row, affected) = match stmt.apply(self.lease.as_ref()) {
+            Ok(done) => done,
+            Err(e) => return LeaseOutcome::Done(Err(e)),
+        };
+        if affected > 0 {
+            self.lease = row;
+            for j in 0..self.members.len() {
+                let hears = j == i
+                    || (self.reachable(i, j)
+                        && self.participating(j)
+                        && self.members[j].entry(i).is_some());
+                if hears {
+                    self.lease_seen[j] = self.lease.clone();
+                }
+            }
+            let now = self.now;
+            self.log(
+                now,
+                Some(i),
+                format!("committed the lease row {:?}", self.lease),
+            );
+        }
+        LeaseOutcome::Done(Ok((None, affected)))
+    }
+
+    /// The lease row as the group committed it.
+    pub fn lease_row(&self) -> Option<&LeaseRow> {
+        self.lease.as_ref()
     }
 
     // ----- reading -----

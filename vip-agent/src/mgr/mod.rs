@@ -4,6 +4,7 @@
 //!
 //! - [`classify`]: pure; the member rows and mode variables → [`NodeStatus`].
 //! - [`query`]: the one SQL statement per poll and the tolerant decoding of its result.
+//! - [`lease_row`]: the write lease's row in the group's database: statements, decoding.
 //! - [`trouble`]: what a mysql_async error means (down, lost, refusing, …). Pure.
 //! - [`poll`]: the persistent connection, timeouts, reconnect with backoff, the
 //!   consecutive-timeout count behind "hung", and the log lines about mysqld.
@@ -14,6 +15,7 @@
 
 mod backoff;
 pub mod classify;
+pub mod lease_row;
 pub mod poll;
 pub mod query;
 mod tls;

@@ -9,7 +9,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 
 /// One result row; a cell the server did not send is NULL.
-type Cells = Vec<Value>;
+pub(super) type Cells = Vec<Value>;
 
 use super::{Member, MemberRole, MemberState};
 
@@ -72,7 +72,7 @@ pub async fn read(conn: &mut Conn) -> Result<View, ReadError> {
     decode(&cells(vars), &cells(members)).map_err(ReadError::Malformed)
 }
 
-fn cells(rows: Vec<Row>) -> Vec<Cells> {
+pub(super) fn cells(rows: Vec<Row>) -> Vec<Cells> {
     rows.into_iter()
         .map(|r| {
             r.unwrap_raw()
@@ -195,7 +195,7 @@ fn value<'a>(row: &'a Cells, i: usize, name: &str) -> Result<&'a Value, String> 
 }
 
 /// A string column; NULL is `None`.
-fn text(row: &Cells, i: usize, name: &str) -> Result<Option<String>, String> {
+pub(super) fn text(row: &Cells, i: usize, name: &str) -> Result<Option<String>, String> {
     match value(row, i, name)? {
         Value::NULL => Ok(None),
         Value::Bytes(b) => String::from_utf8(b.clone())
@@ -211,7 +211,7 @@ fn text(row: &Cells, i: usize, name: &str) -> Result<Option<String>, String> {
 }
 
 /// A value as quoted in an error message: at most 40 characters of it.
-fn clip(s: &str) -> String {
+pub(super) fn clip(s: &str) -> String {
     match s.char_indices().nth(40) {
         Some((at, _)) => format!("{}…", &s[..at]),
         None => s.to_string(),
