@@ -72,6 +72,9 @@ pub struct VipSettings {
     /// `false`: the agents find no bpffs at /sys/fs/bpf (a tmpfs over it, in a private
     /// mount namespace), as in a container without it, so nothing can be pinned.
     pub bpffs: bool,
+    /// `Some((lease_ms, renew_ms))`: `[coordination] mode = "lease"` with those timings
+    /// (the group needs the lease table, which the simulated group always has).
+    pub lease: Option<(u64, u64)>,
 }
 
 /// The capabilities of packaging/vip-agent@.service, as setpriv names them.
@@ -105,6 +108,7 @@ impl Default for VipSettings {
             peer_allow: None,
             resolv_conf: None,
             bpffs: true,
+            lease: None,
         }
     }
 }
@@ -120,10 +124,15 @@ impl VipSettings {
             }
             None => String::new(),
         };
-        let metrics = match &self.metrics_listen {
+        let mut metrics = match &self.metrics_listen {
             Some(listen) => format!("\n[metrics]\nlisten = \"{listen}\"\n"),
             None => String::new(),
         };
+        if let Some((lease, renew)) = self.lease {
+            metrics.push_str(&format!(
+                "\n[coordination]\nmode = \"lease\"\nlease_ms = {lease}\nrenew_ms = {renew}\n"
+            ));
+        }
         format!(
             r#"instance = "{instance}"
 

@@ -165,10 +165,20 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn run(path: &Path) -> Result<()> {
     let cfg = load_config(path);
     runtime()?.block_on(async {
-        agent::Agent::new(cfg, path.to_path_buf())
-            .await?
-            .run()
-            .await
+        match cfg.coordination.mode {
+            config::CoordinationMode::Handshake => {
+                agent::Agent::new(cfg, path.to_path_buf())
+                    .await?
+                    .run()
+                    .await
+            }
+            config::CoordinationMode::Lease => {
+                agent::lease::LeaseAgent::new(cfg, path.to_path_buf())
+                    .await?
+                    .run()
+                    .await
+            }
+        }
     })
 }
 

@@ -362,6 +362,11 @@ impl SimGroup {
         self.world().rows(i)
     }
 
+    /// The agents' lease row as the group committed it (`vip_agent.write_lease`).
+    pub fn lease_row(&self) -> Option<super::lease_table::Row> {
+        self.world().lease_row().cloned()
+    }
+
     /// Member `i`'s @@super_read_only right now.
     pub fn super_read_only(&self, i: usize) -> bool {
         self.world().super_read_only(i)

@@ -38,6 +38,14 @@ impl Agent {
                 reannounce,
             } => self.apply(&from, stamp, placement, reannounce).await,
             Request::ReleaseWrite { .. } => self.release_write(&from).await,
+            Request::Lease(_) => {
+                self.count_refusal("other_mode");
+                refuse(
+                    "this agent runs coordination.mode = \"handshake\"; every agent of a group \
+                     must run the same mode"
+                        .into(),
+                )
+            }
         };
         if let Response::Refused { reason } = &response {
             warn!(event = "peer_refused", from = %from, peer = %peer, "refused a request from {from} ({peer}): {reason}");

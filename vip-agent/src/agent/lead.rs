@@ -12,23 +12,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use futures::future::join_all;
 use tracing::{info, warn};
 
 use super::{Agent, PUSH_RETRY, next_stamp, now_text};
 use crate::control::PeerHealth;
 use crate::mgr::{Member, MemberState, NodeStatus};
-use crate::peer::hosts::Hosts;
-use crate::peer::{Request, Response, client};
+pub(super) use crate::peer::caller::{Caller, Peer};
+use crate::peer::{Request, Response};
 use crate::plan::{self, Holdings, Placement, topology};
-
-/// An other member's agent: its uuid and where its peer port is.
-#[derive(Clone, Debug)]
-pub(super) struct Peer {
-    pub uuid: String,
-    pub host: String,
-}
 
 impl Agent {
     /// Plans if needed, and clears the write VIP for binding. Called on every step while
@@ -347,62 +340,46 @@ impl Agent {
 
     /// Records how a call went in the peer health table; logs changes once.
     fn note_call(&mut self, peer: &Peer, answer: Result<Response>) -> Option<Response> {
-        let health = self
-            .peers
-            .entry(peer.uuid.clone())
-            .or_insert_with(|| PeerHealth {
-                uuid: peer.uuid.clone(),
-                addr: format!("{}:{}", peer.host, self.cfg.peer.port),
-                ..PeerHealth::default()
-            });
-        health.addr = format!("{}:{}", peer.host, self.cfg.peer.port);
         let problem = match &answer {
             Ok(Response::Refused { reason }) => Some(format!("refused: {reason}")),
             Ok(_) => None,
             Err(e) => Some(format!("{e:#}")),
         };
-        match problem {
-            None => {
-                if health.last_error.take().is_some() {
-                    info!(event = "peer_ok", member = %peer.uuid, host = %peer.host, "the agent on {} answers again", peer.host);
-                }
-                health.last_ok = Some(now_text());
-            }
-            Some(p) => {
-                if health.last_error.as_deref() != Some(p.as_str()) {
-                    warn!(event = "peer_failed", member = %peer.uuid, host = %peer.host, "the agent on {}: {p}", peer.host);
-                }
-                health.last_error = Some(p);
-            }
-        }
+        note_peer(&mut self.peers, peer, self.cfg.peer.port, problem);
         answer.ok()
     }
 }
 
-/// The key, this node's uuid, the hosts' addresses, and the peer port and timeout:
-/// enough to call an agent.
-struct Caller {
-    key: std::sync::Arc<crate::peer::key::Key>,
-    me: String,
-    hosts: Hosts,
+/// Records in the peer health table how an exchange with `peer` went (`problem`: what
+/// went wrong); logs a change once.
+pub(super) fn note_peer(
+    peers: &mut BTreeMap<String, PeerHealth>,
+    peer: &Peer,
     port: u16,
-    timeout: Duration,
-}
-
-impl Caller {
-    /// Sends `request` to `peer`'s agent, the lookup of its MEMBER_HOST included, within
-    /// `peer.timeout_ms` and `limit`.
-    async fn call(&self, peer: &Peer, request: Request, limit: Duration) -> Result<Response> {
-        let deadline = Instant::now() + self.timeout.min(limit);
-        let left = || deadline.saturating_duration_since(Instant::now());
-        let addr = self
-            .hosts
-            .resolve(&peer.host, self.port, left())
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
-        client::call(addr, &self.key, &self.me, &peer.uuid, request, left())
-            .await
-            .map_err(|e| anyhow!("{e}"))
+    problem: Option<String>,
+) {
+    let addr = format!("{}:{port}", peer.host);
+    let health = peers
+        .entry(peer.uuid.clone())
+        .or_insert_with(|| PeerHealth {
+            uuid: peer.uuid.clone(),
+            addr: addr.clone(),
+            ..PeerHealth::default()
+        });
+    health.addr = addr;
+    match problem {
+        None => {
+            if health.last_error.take().is_some() {
+                info!(event = "peer_ok", member = %peer.uuid, host = %peer.host, "the agent on {} answers again", peer.host);
+            }
+            health.last_ok = Some(now_text());
+        }
+        Some(p) => {
+            if health.last_error.as_deref() != Some(p.as_str()) {
+                warn!(event = "peer_failed", member = %peer.uuid, host = %peer.host, "the agent on {}: {p}", peer.host);
+            }
+            health.last_error = Some(p);
+        }
     }
 }
 

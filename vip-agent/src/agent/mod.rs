@@ -21,6 +21,7 @@
 mod answer;
 pub mod decide;
 mod lead;
+pub mod lease;
 pub mod reload;
 mod status;
 mod vips;
@@ -210,7 +211,7 @@ impl Agent {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = guard_log.tick() => {
-                    self.log_guard_resets(last_guard_log.elapsed());
+                    log_guard_resets(&mut self.datapath, last_guard_log.elapsed());
                     last_guard_log = Instant::now();
                     continue;
                 }
@@ -252,47 +253,15 @@ impl Agent {
         Ok(())
     }
 
-    /// Everything that needs CAP_BPF / CAP_PERFMON (or root) is loaded and every socket
-    /// is open: keep only what the loop uses.
     fn drop_privileges(&mut self) -> Result<()> {
-        let dropped = crate::privileges::drop_unneeded(&crate::privileges::keep())?;
-        info!(
-            event = "privileges",
-            kept = %dropped.kept.join(" "),
-            dropped = %dropped.dropped.join(" "),
-            "{dropped}"
-        );
-        self.privileges = dropped.to_string();
+        self.privileges = drop_privileges()?;
         Ok(())
     }
 
     /// Starts the peer server and the control socket; their requests come to the loop.
     async fn open_inbox(&mut self) -> Result<Inbox> {
-        let (peer_tx, peer) = mpsc::channel(64);
-        let listen = SocketAddr::new(self.cfg.peer.listen, self.cfg.peer.port);
-        let limits = peer_server::Limits {
-            max_connections: self.cfg.peer.max_connections as usize,
-            max_per_host: self.cfg.peer.max_connections_per_host as usize,
-            pre_auth: pre_auth_deadline(self.cfg.peer.timeout),
-            reply_timeout: self.cfg.peer.switchover_timeout + self.cfg.peer.timeout,
-        };
-        peer_server::listen(
-            listen,
-            self.key.subscribe(),
-            limits,
-            self.allow.subscribe(),
-            peer_tx,
-            self.peer_stats.clone(),
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on the peer port {listen} (peer.listen, peer.port): is another \
-                 agent or program using it?"
-            )
-        })?;
-        let (control_tx, control) = mpsc::channel(16);
-        crate::control::server::serve(&self.cfg.control.socket, control_tx)?;
+        let (peer, control) =
+            serve_inbox(&self.cfg, &self.key, &self.allow, &self.peer_stats).await?;
         let (announced_tx, announced) = mpsc::unbounded_channel();
         self.announced_tx = announced_tx;
         Ok(Inbox {
@@ -351,28 +320,6 @@ impl Agent {
                 event = "reannounce",
                 "could not list the VIPs to re-announce: {e:#}"
             ),
-        }
-    }
-
-    /// One line per VIP whose stale clients the guard answered since the last line.
-    fn log_guard_resets(&mut self, over: Duration) {
-        for r in self.datapath.new_resets() {
-            let last = r
-                .last_client
-                .map_or_else(|| "unknown".to_string(), |c| c.to_string());
-            info!(
-                event = "guard_rst",
-                vip = %r.vip,
-                rsts = r.new,
-                total = r.total,
-                last_client = %last,
-                "guard: {} RST(s) in the last {:.1} s to stale clients of released VIP {} \
-                 (last: {last}; {} since the guard started)",
-                r.new,
-                over.as_secs_f64(),
-                r.vip,
-                r.total
-            );
         }
     }
 
@@ -449,6 +396,79 @@ impl Agent {
     }
 }
 
+/// One line per VIP whose stale clients the guard answered since the last line.
+fn log_guard_resets(datapath: &mut Datapath, over: Duration) {
+    for r in datapath.new_resets() {
+        let last = r
+            .last_client
+            .map_or_else(|| "unknown".to_string(), |c| c.to_string());
+        info!(
+            event = "guard_rst",
+            vip = %r.vip,
+            rsts = r.new,
+            total = r.total,
+            last_client = %last,
+            "guard: {} RST(s) in the last {:.1} s to stale clients of released VIP {} \
+             (last: {last}; {} since the guard started)",
+            r.new,
+            over.as_secs_f64(),
+            r.vip,
+            r.total
+        );
+    }
+}
+
+/// Everything that needs CAP_BPF / CAP_PERFMON (or root) is loaded and every socket is
+/// open: keeps only what the loop uses, and says what it kept.
+fn drop_privileges() -> Result<String> {
+    let dropped = crate::privileges::drop_unneeded(&crate::privileges::keep())?;
+    info!(
+        event = "privileges",
+        kept = %dropped.kept.join(" "),
+        dropped = %dropped.dropped.join(" "),
+        "{dropped}"
+    );
+    Ok(dropped.to_string())
+}
+
+/// The peer server and the control socket, whose requests come to the loop.
+async fn serve_inbox(
+    cfg: &Config,
+    key: &watch::Sender<Arc<Key>>,
+    allow: &watch::Sender<Allow>,
+    peer_stats: &Arc<Stats>,
+) -> Result<(
+    mpsc::Receiver<crate::peer::server::Incoming>,
+    mpsc::Receiver<crate::control::server::Incoming>,
+)> {
+    let (peer_tx, peer) = mpsc::channel(64);
+    let listen = SocketAddr::new(cfg.peer.listen, cfg.peer.port);
+    let limits = peer_server::Limits {
+        max_connections: cfg.peer.max_connections as usize,
+        max_per_host: cfg.peer.max_connections_per_host as usize,
+        pre_auth: pre_auth_deadline(cfg.peer.timeout),
+        reply_timeout: cfg.peer.switchover_timeout + cfg.peer.timeout,
+    };
+    peer_server::listen(
+        listen,
+        key.subscribe(),
+        limits,
+        allow.subscribe(),
+        peer_tx,
+        peer_stats.clone(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot listen on the peer port {listen} (peer.listen, peer.port): is another \
+             agent or program using it?"
+        )
+    })?;
+    let (control_tx, control) = mpsc::channel(16);
+    crate::control::server::serve(&cfg.control.socket, control_tx)?;
+    Ok((peer, control))
+}
+
 /// How long a peer connection may take to show it holds the key: half a peer timeout,
 /// so that slots held by clients without the key free up well within the time a
 /// member's own call has.
@@ -509,7 +529,7 @@ fn return_freed_memory() {
 }
 
 /// Now, as RFC 3339 with milliseconds (UTC), for status and peer health.
-fn now_text() -> String {
+pub(crate) fn now_text() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 

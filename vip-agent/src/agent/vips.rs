@@ -10,9 +10,15 @@ use tracing::{error, info, warn};
 
 use super::Agent;
 use super::decide::{self, ReadVips, WriteVip};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::VipConfig;
 use crate::control::LastAnnouncement;
+use crate::datapath::engine::Datapath;
 use crate::datapath::vip_table::Role;
 use crate::datapath::{Target, sock_destroy};
+use crate::metrics::Metrics;
 use crate::metrics::ResetPath;
 use crate::net::announce::{self, Announcement};
 
@@ -199,52 +205,17 @@ impl Agent {
         self.reset_target(Target::Local(vip, None)).await
     }
 
-    /// With the iter/tcp program and bpf_sock_destroy when it loaded, else (or if it
-    /// fails) with netlink SOCK_DESTROY. Failures are logged as errors, never fatal:
-    /// releasing the VIP matters more than resetting its clients.
     async fn reset_target(&mut self, target: Target) -> usize {
-        match self.datapath.iter_reset(target) {
-            Some(Ok(n)) => {
-                self.metrics.reset(ResetPath::Iter, n);
-                return n as usize;
-            }
-            Some(Err(e)) => {
-                error!(
-                    event = "reset_failed",
-                    ?target,
-                    "the iter/tcp reset failed, using netlink SOCK_DESTROY: {e:#}"
-                );
-                self.metrics.reset_failed();
-            }
-            None => {}
-        }
-        match netlink_reset(target).await {
-            Ok(n) => {
-                self.metrics.reset(ResetPath::Netlink, n as u64);
-                n
-            }
-            Err(()) => {
-                self.metrics.reset_failed();
-                0
-            }
-        }
+        reset_target(&mut self.datapath, &self.metrics, target).await
     }
 
     fn role(&self, vip: IpAddr) -> Role {
-        if self.cfg.vip.write_vip == Some(vip) {
-            Role::Write
-        } else {
-            Role::Read
-        }
+        role_of(&self.cfg.vip, vip)
     }
 
     /// "the write VIP" or "read VIP", for log lines.
     fn kind(&self, vip: IpAddr) -> &'static str {
-        if self.cfg.vip.write_vip == Some(vip) {
-            "the write VIP"
-        } else {
-            "read VIP"
-        }
+        kind_of(&self.cfg.vip, vip)
     }
 
     /// Re-announces every configured VIP bound here (force-rebind, resync).
@@ -266,30 +237,97 @@ impl Agent {
         if let Some(task) = self.announcers.remove(&vip) {
             task.abort();
         }
-        let a = Announcement {
-            nic: self.cfg.vip.nic.clone(),
-            addr: vip,
-            count: self.cfg.vip.announce_count,
-            interval: self.cfg.vip.announce_interval,
-        };
-        let kind = self.kind(vip);
-        let done = self.announced_tx.clone();
-        let task = tokio::spawn(async move {
-            match announce::announce(&a).await {
-                Ok(sent) => {
-                    info!(event = "announced", vip = %a.addr, nic = %a.nic, count = sent, "announced {kind} {}", a.addr);
-                    let _ = done.send(LastAnnouncement {
-                        vip: a.addr,
-                        at: super::now_text(),
-                        count: sent,
-                    });
-                }
-                Err(e) => {
-                    error!(event = "announce_failed", vip = %a.addr, "could not announce: {e:#}")
-                }
-            }
-        });
+        let task = spawn_announce(
+            &self.cfg.vip,
+            vip,
+            self.kind(vip),
+            self.announced_tx.clone(),
+        );
         self.announcers.insert(vip, task);
+    }
+}
+
+/// The role the programs record for `vip`.
+pub(crate) fn role_of(cfg: &VipConfig, vip: IpAddr) -> Role {
+    if cfg.write_vip == Some(vip) {
+        Role::Write
+    } else {
+        Role::Read
+    }
+}
+
+/// "the write VIP" or "read VIP", for log lines.
+pub(crate) fn kind_of(cfg: &VipConfig, vip: IpAddr) -> &'static str {
+    if cfg.write_vip == Some(vip) {
+        "the write VIP"
+    } else {
+        "read VIP"
+    }
+}
+
+/// Sends `vip`'s gratuitous ARPs or unsolicited NAs from a task; a success is logged and
+/// reported on `done`.
+pub(crate) fn spawn_announce(
+    cfg: &VipConfig,
+    vip: IpAddr,
+    kind: &'static str,
+    done: mpsc::UnboundedSender<LastAnnouncement>,
+) -> JoinHandle<()> {
+    let a = Announcement {
+        nic: cfg.nic.clone(),
+        addr: vip,
+        count: cfg.announce_count,
+        interval: cfg.announce_interval,
+    };
+    tokio::spawn(async move {
+        match announce::announce(&a).await {
+            Ok(sent) => {
+                info!(event = "announced", vip = %a.addr, nic = %a.nic, count = sent, "announced {kind} {}", a.addr);
+                let _ = done.send(LastAnnouncement {
+                    vip: a.addr,
+                    at: super::now_text(),
+                    count: sent,
+                });
+            }
+            Err(e) => {
+                error!(event = "announce_failed", vip = %a.addr, "could not announce: {e:#}")
+            }
+        }
+    })
+}
+
+/// With the iter/tcp program and bpf_sock_destroy when it loaded, else (or if it
+/// fails) with netlink SOCK_DESTROY. Failures are logged as errors, never fatal:
+/// releasing the VIP matters more than resetting its clients.
+pub(crate) async fn reset_target(
+    datapath: &mut Datapath,
+    metrics: &Metrics,
+    target: Target,
+) -> usize {
+    match datapath.iter_reset(target) {
+        Some(Ok(n)) => {
+            metrics.reset(ResetPath::Iter, n);
+            return n as usize;
+        }
+        Some(Err(e)) => {
+            error!(
+                event = "reset_failed",
+                ?target,
+                "the iter/tcp reset failed, using netlink SOCK_DESTROY: {e:#}"
+            );
+            metrics.reset_failed();
+        }
+        None => {}
+    }
+    match netlink_reset(target).await {
+        Ok(n) => {
+            metrics.reset(ResetPath::Netlink, n as u64);
+            n
+        }
+        Err(()) => {
+            metrics.reset_failed();
+            0
+        }
     }
 }
 

@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub peer: RawPeer,
     pub control: RawControl,
     pub datapath: RawDatapath,
+    pub coordination: RawCoordination,
     /// `Some` when the `[metrics]` table is present (the endpoint is off without it).
     pub metrics: Option<RawMetrics>,
 }
@@ -90,13 +91,28 @@ pub struct RawDatapath {
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
+pub struct RawCoordination {
+    pub mode: Option<String>,
+    pub lease_ms: Option<i64>,
+    pub renew_ms: Option<i64>,
+    pub drift_ppm: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RawMetrics {
     pub listen: Option<String>,
 }
 
 /// The keys each table allows, for the unknown-key check and its suggestions.
 pub const TOP_KEYS: &[&str] = &[
-    "instance", "mysql", "vip", "peer", "control", "datapath", "metrics",
+    "instance",
+    "mysql",
+    "vip",
+    "peer",
+    "control",
+    "datapath",
+    "coordination",
+    "metrics",
 ];
 pub const MYSQL_KEYS: &[&str] = &[
     "host",
@@ -147,6 +163,7 @@ pub const DATAPATH_KEYS: &[&str] = &[
     "require_reset",
     "client_port",
 ];
+pub const COORDINATION_KEYS: &[&str] = &["mode", "lease_ms", "renew_ms", "drift_ppm"];
 pub const METRICS_KEYS: &[&str] = &["listen"];
 const TABLES: &[(&str, &[&str])] = &[
     ("", TOP_KEYS),
@@ -156,6 +173,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("peer", PEER_KEYS),
     ("control", CONTROL_KEYS),
     ("datapath", DATAPATH_KEYS),
+    ("coordination", COORDINATION_KEYS),
     ("metrics", METRICS_KEYS),
 ];
 
@@ -183,12 +201,13 @@ pub fn read(text: &str) -> Result<(RawConfig, Vec<ConfigError>), Vec<ConfigError
         instance: top.get("instance"),
         ..RawConfig::default()
     };
-    let (mysql, vip, peer, control, datapath, metrics) = (
+    let (mysql, vip, peer, control, datapath, coordination, metrics) = (
         top.table_at("mysql"),
         top.table_at("vip"),
         top.table_at("peer"),
         top.table_at("control"),
         top.table_at("datapath"),
+        top.table_at("coordination"),
         top.table_at("metrics"),
     );
     top.reject_unknown();
@@ -300,6 +319,21 @@ pub fn read(text: &str) -> Result<(RawConfig, Vec<ConfigError>), Vec<ConfigError
             tracked_connections: t.get("tracked_connections"),
             require_reset: t.get("require_reset"),
             client_port: t.get("client_port"),
+        };
+        t.reject_unknown();
+    }
+    if let Some(table) = coordination {
+        let mut t = Table {
+            path: "coordination",
+            table,
+            text,
+            errors: &mut errors,
+        };
+        raw.coordination = RawCoordination {
+            mode: t.get("mode"),
+            lease_ms: t.get("lease_ms"),
+            renew_ms: t.get("renew_ms"),
+            drift_ppm: t.get("drift_ppm"),
         };
         t.reject_unknown();
     }

@@ -37,8 +37,42 @@ pub struct Config {
     pub peer: PeerConfig,
     pub control: ControlConfig,
     pub datapath: DatapathConfig,
+    pub coordination: CoordinationConfig,
     /// `Some` when the `[metrics]` table is present: serve Prometheus metrics.
     pub metrics: Option<MetricsConfig>,
+}
+
+/// How the agents decide who holds a VIP (docs/coordination.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoordinationMode {
+    /// The primary's agent plans and has the old primary's agent confirm a release,
+    /// binding after `peer.switchover_timeout_ms` without one.
+    Handshake,
+    /// Every VIP is held under a lease: the write VIP under a lease row the group
+    /// commits, the read VIPs under sub-leases from its holder; the kernel enforces
+    /// each lease's end.
+    Lease,
+}
+
+impl fmt::Display for CoordinationMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CoordinationMode::Handshake => "handshake",
+            CoordinationMode::Lease => "lease",
+        })
+    }
+}
+
+/// `[coordination]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoordinationConfig {
+    pub mode: CoordinationMode,
+    /// How long a committed renewal keeps the write lease (and bounds a sub-lease).
+    pub lease: Duration,
+    /// How often the holder renews (and a member asks for its sub-leases).
+    pub renew: Duration,
+    /// The largest rate difference between two hosts' clocks, in parts per million.
+    pub drift_ppm: u32,
 }
 
 /// How to reach the local mysqld.

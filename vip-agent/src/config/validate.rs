@@ -6,10 +6,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::file::{RawConfig, RawControl, RawDatapath, RawMetrics, RawMysql, RawPeer, RawVip};
+use super::file::{
+    RawConfig, RawControl, RawCoordination, RawDatapath, RawMetrics, RawMysql, RawPeer, RawVip,
+};
 use super::{
-    Config, ConfigError, ControlConfig, DatapathConfig, FloatingType, MetricsConfig, MysqlConfig,
-    MysqlEndpoint, PeerConfig, TlsConfig, VipConfig, XdpMode, quote,
+    Config, ConfigError, ControlConfig, CoordinationConfig, CoordinationMode, DatapathConfig,
+    FloatingType, MetricsConfig, MysqlConfig, MysqlEndpoint, PeerConfig, TlsConfig, VipConfig,
+    XdpMode, quote,
 };
 
 pub const DEFAULT_INSTANCE: &str = "default";
@@ -52,6 +55,7 @@ pub fn validate(raw: &RawConfig) -> (Config, Vec<ConfigError>) {
     let peer = peer(&raw.peer, &mut errors);
     let control = control(&raw.control, &instance, &mysql.endpoint, &mut errors);
     let datapath = datapath(&raw.datapath, &mysql.endpoint, &mut errors);
+    let coordination = coordination(&raw.coordination, &mysql, &vip, &mut errors);
     let metrics = raw
         .metrics
         .as_ref()
@@ -64,6 +68,7 @@ pub fn validate(raw: &RawConfig) -> (Config, Vec<ConfigError>) {
             peer,
             control,
             datapath,
+            coordination,
             metrics,
         },
         errors,
@@ -826,6 +831,98 @@ fn datapath(
             default_port,
             errors,
         ),
+    }
+}
+
+pub const DEFAULT_LEASE_MS: u64 = 3000;
+pub const DEFAULT_RENEW_MS: u64 = 1000;
+pub const LEASE_RANGE: (i64, i64) = (300, 60_000);
+pub const RENEW_RANGE: (i64, i64) = (50, 20_000);
+/// 1 %: far above any real clock's rate error (NTP keeps them within 500 ppm).
+pub const DEFAULT_DRIFT_PPM: u32 = 10_000;
+pub const DRIFT_RANGE: (i64, i64) = (0, 100_000);
+
+/// `[coordination]`. The lease must outlast two renewal periods and a commit's timeout
+/// (one renewal may fail), and a poll must fit inside it, or a healthy
+/// holder would lose the VIP to its own timing.
+fn coordination(
+    raw: &RawCoordination,
+    mysql: &MysqlConfig,
+    vip: &VipConfig,
+    errors: &mut Vec<ConfigError>,
+) -> CoordinationConfig {
+    let mode = match raw.mode.as_deref() {
+        None | Some("handshake") => CoordinationMode::Handshake,
+        Some("lease") => CoordinationMode::Lease,
+        Some(other) => {
+            errors.push(ConfigError::value(
+                "coordination.mode",
+                quote(other),
+                "must be \"handshake\" (a confirmed release, or a timeout) or \"lease\" \
+                 (leases the group commits, enforced by the kernel)",
+            ));
+            CoordinationMode::Handshake
+        }
+    };
+    let lease = millis(
+        "coordination.lease_ms",
+        raw.lease_ms,
+        DEFAULT_LEASE_MS,
+        LEASE_RANGE,
+        errors,
+    );
+    let renew = millis(
+        "coordination.renew_ms",
+        raw.renew_ms,
+        DEFAULT_RENEW_MS,
+        RENEW_RANGE,
+        errors,
+    );
+    let drift_ppm = int(
+        "coordination.drift_ppm",
+        raw.drift_ppm,
+        DEFAULT_DRIFT_PPM,
+        DRIFT_RANGE,
+        errors,
+    );
+    if mode == CoordinationMode::Lease {
+        let least = renew * 2 + mysql.query_timeout;
+        if lease < least {
+            errors.push(ConfigError::value(
+                "coordination.lease_ms",
+                lease.as_millis(),
+                format!(
+                    "must be at least 2 × coordination.renew_ms + mysql.query_timeout_ms ({} \
+                     ms), so one failed renewal does not end a healthy holder's lease",
+                    least.as_millis()
+                ),
+            ));
+        }
+        if lease < mysql.poll_interval * 3 {
+            errors.push(ConfigError::value(
+                "coordination.lease_ms",
+                lease.as_millis(),
+                format!(
+                    "must be at least 3 × mysql.poll_interval_ms ({} ms): the lease is checked \
+                     against views that old",
+                    (mysql.poll_interval * 3).as_millis()
+                ),
+            ));
+        }
+        if !vip.enable {
+            errors.push(ConfigError::value(
+                "vip.enable",
+                false,
+                "coordination.mode = \"lease\" does not support vip.enable = false yet; use \
+                 mode = \"handshake\" while the VIPs are disabled",
+            ));
+        }
+    }
+    CoordinationConfig {
+        mode,
+        lease,
+        renew,
+        drift_ppm,
     }
 }
 

@@ -849,3 +849,35 @@ fn bad_metrics_settings_name_the_key_and_the_fix() {
          `metrics.listen` (in [metrics])?",
     );
 }
+
+#[test]
+fn coordination_defaults_and_rules() {
+    let base = with_vip("write_vip = \"198.51.100.50\"\nprefix = 24");
+    let cfg = parse(&base).unwrap();
+    assert_eq!(cfg.coordination.mode, CoordinationMode::Handshake);
+    assert_eq!(cfg.coordination.lease, Duration::from_millis(3000));
+    assert_eq!(cfg.coordination.renew, Duration::from_millis(1000));
+    let lease = format!("{base}\n[coordination]\nmode = \"lease\"\n");
+    assert_eq!(
+        parse(&lease).unwrap().coordination.mode,
+        CoordinationMode::Lease
+    );
+    one_error(
+        &format!("{base}\n[coordination]\nmode = \"raft\"\n"),
+        "coordination.mode = \"raft\": must be \"handshake\"",
+    );
+    // The default query timeout is 1 s: 2 × 1000 + 1000 ms.
+    one_error(
+        &format!("{base}\n[coordination]\nmode = \"lease\"\nlease_ms = 2500\n"),
+        "coordination.lease_ms = 2500: must be at least 2 × coordination.renew_ms",
+    );
+    one_error(
+        &format!("{base}\n[coordination]\nrenew_ms = 10\n"),
+        "coordination.renew_ms = 10: must be between 50 and 20000",
+    );
+    let disabled = with_vip("enable = false\nwrite_vip = \"198.51.100.50\"\nprefix = 24");
+    one_error(
+        &format!("{disabled}\n[coordination]\nmode = \"lease\"\n"),
+        "vip.enable = false: coordination.mode = \"lease\" does not support",
+    );
+}

@@ -360,6 +360,26 @@ impl Core {
         self.lease.term()
     }
 
+    /// Until when this node's write lease is valid, if it holds one.
+    pub fn lease_valid_until(&self, now: Now) -> Option<Now> {
+        self.lease.valid_until(now)
+    }
+
+    /// The placement this node follows (its own as the authority, or the authority's).
+    pub fn placement(&self) -> Option<&Placement> {
+        self.placement.as_ref().map(|(_, p)| p)
+    }
+
+    /// The last view polled.
+    pub fn view(&self) -> Option<&NodeStatus> {
+        self.view.as_ref()
+    }
+
+    /// This member's uuid, once a poll has read it.
+    pub fn me(&self) -> Option<&str> {
+        self.me.as_deref()
+    }
+
     fn tick(&mut self, now: Now, out: &mut Vec<Effect>) {
         let late = self
             .last_tick

@@ -394,6 +394,13 @@ impl Datapath {
         self.set(vip, vip_table::held(role, vip_table::monotonic_ns()));
     }
 
+    /// Held until `lease_until_ns` (CLOCK_MONOTONIC): from then on the guard answers
+    /// for the VIP as released unless this is called again with a later end.
+    pub fn mark_held_until(&mut self, vip: IpAddr, role: Role, lease_until_ns: u64) {
+        let now = vip_table::monotonic_ns();
+        self.set(vip, vip_table::held_until(role, now, lease_until_ns));
+    }
+
     /// Before the reset and the unbind: from now on stale clients get a RST and ARP / NS
     /// for the VIP go unanswered, for `datapath.guard_window_ms`.
     pub fn mark_released(&mut self, vip: IpAddr, role: Role) {

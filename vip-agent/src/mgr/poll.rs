@@ -16,9 +16,11 @@ use tokio::time::{Instant, timeout};
 use tracing::{error, info, warn};
 
 use super::backoff::Backoff;
+use super::lease_row;
 use super::query::{self, ER_UNKNOWN_SYSTEM_VARIABLE, ReadError};
 use super::trouble::{Trouble, trouble};
 use super::{Endpoint, MysqlTarget, NodeStatus, classify};
+use crate::core::LeaseRow;
 
 /// The longest wait between connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -85,6 +87,23 @@ impl Poller {
 
     pub fn target(&self) -> &MysqlTarget {
         &self.target
+    }
+
+    /// Reads the write lease's row on the poll's connection, right after a poll, under
+    /// the query timeout (a timeout drops the connection, as a poll's does). `None`
+    /// without a connection.
+    pub async fn lease_row(&mut self) -> Option<Result<Option<LeaseRow>, String>> {
+        let conn = self.conn.as_mut()?;
+        match timeout(self.target.query_timeout, lease_row::read(conn)).await {
+            Ok(read) => Some(read),
+            Err(_) => {
+                self.conn = None;
+                Some(Err(format!(
+                    "reading the lease row took longer than {} ms",
+                    self.target.query_timeout.as_millis()
+                )))
+            }
+        }
     }
 
     /// Reads the view once and classifies this node. Never takes longer than the connect
@@ -279,7 +298,7 @@ enum Level {
     Error,
 }
 
-fn opts(t: &MysqlTarget) -> Opts {
+pub(crate) fn opts(t: &MysqlTarget) -> Opts {
     let mut b = OptsBuilder::default()
         .user(Some(&t.user))
         .pass(Some(&t.password))

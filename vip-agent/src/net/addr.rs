@@ -60,10 +60,12 @@ impl BoundAddr {
     }
 }
 
-/// An rtnetlink connection, bound to the network namespace it was opened in.
+/// An rtnetlink connection, bound to the network namespace it was opened in. Clones
+/// share it (binds and unbinds run as tasks of their own).
+#[derive(Clone)]
 pub struct Addrs {
     handle: Handle,
-    _connection: Connection,
+    _connection: std::sync::Arc<Connection>,
 }
 
 impl Addrs {
@@ -74,7 +76,7 @@ impl Addrs {
             rtnetlink::new_connection().context("opening an rtnetlink socket")?;
         Ok(Addrs {
             handle,
-            _connection: Connection(tokio::spawn(conn)),
+            _connection: std::sync::Arc::new(Connection(tokio::spawn(conn))),
         })
     }
 

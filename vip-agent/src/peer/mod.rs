@@ -30,6 +30,7 @@
 //! failover, rotation is "new file, reload"; and the peer messages need integrity and
 //! freshness, not secrecy. mTLS would add a PKI and a TLS stack on this port for that.
 
+pub mod caller;
 pub mod client;
 mod conn;
 pub mod hosts;
@@ -63,6 +64,9 @@ pub enum Request {
     },
     /// "Release the write VIP and confirm": from a new primary, before it binds it.
     ReleaseWrite { stamp: u64 },
+    /// The lease coordination's messages (`coordination.mode = "lease"`): every agent of
+    /// a group must run the same mode, and an agent of the other mode refuses these.
+    Lease(crate::core::Request),
 }
 
 /// The answer to a [`Request`].
@@ -80,4 +84,6 @@ pub enum Response {
     Refused {
         reason: String,
     },
+    /// The answer to [`Request::Lease`].
+    Lease(crate::core::Response),
 }

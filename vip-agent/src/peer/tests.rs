@@ -94,6 +94,7 @@ impl Harness {
                     },
                     Request::Apply { .. } => Response::Applied,
                     Request::ReleaseWrite { .. } => Response::Released,
+                    Request::Lease(_) => Response::Lease(crate::core::Response::Applied),
                 };
                 if answer {
                     let _ = incoming.reply.send(server::Reply {

@@ -473,6 +473,7 @@ pub fn decode_response(
 mod tests {
     use super::*;
     use crate::plan::Placement;
+    use std::time::Duration;
 
     fn key() -> Key {
         Key::from_bytes(&[7; 32]).unwrap()
@@ -546,6 +547,24 @@ mod tests {
                 response: Response::Refused {
                     reason: "not the primary\n in my view".into(),
                 },
+            }),
+            Body::Request(RequestEnvelope {
+                from: "u".into(),
+                nonce: Nonce([0; 16]),
+                client_nonce: Nonce([0xff; 16]),
+                request: Request::Lease(crate::core::Request::ReadLease {
+                    vips: vec!["10.0.0.12".parse().unwrap()],
+                }),
+            }),
+            Body::Response(ResponseEnvelope {
+                nonce: Nonce([2; 16]),
+                challenge: Nonce([1; 16]),
+                member: "uuid-b".into(),
+                request: Digest([7; 32]),
+                response: Response::Lease(crate::core::Response::ReadLease {
+                    term: 7,
+                    grants: vec![("10.0.0.12".parse().unwrap(), Duration::from_millis(2500))],
+                }),
             }),
         ]
     }
