@@ -173,10 +173,7 @@ fn run(path: &Path) -> Result<()> {
                     .await
             }
             config::CoordinationMode::Lease => {
-                agent::lease::LeaseAgent::new(cfg, path.to_path_buf())
-                    .await?
-                    .run()
-                    .await
+                agent::lease::LeaseAgent::new(cfg).await?.run().await
             }
         }
     })

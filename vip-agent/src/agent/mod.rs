@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
@@ -65,8 +64,7 @@ pub struct Agent {
     /// The configured VIPs bound the last time we looked: tells a VIP deleted by hand
     /// from one we never had. `None` before the first look.
     seen_bound: Option<BTreeSet<IpAddr>>,
-    announcers: BTreeMap<IpAddr, JoinHandle<()>>,
-    announced_tx: mpsc::UnboundedSender<LastAnnouncement>,
+    announcers: vips::Announcers,
     last_announcement: Option<LastAnnouncement>,
     coord: Coord,
     key: watch::Sender<Arc<Key>>,
@@ -132,24 +130,19 @@ impl Agent {
     /// Prepares the agent; nothing is served until [`Agent::run`] (only the metrics
     /// address is bound, when configured), and no VIP is bound before it.
     pub async fn new(cfg: Config, config_path: PathBuf) -> Result<Agent> {
-        // Bound first: an address that cannot be used stops the agent before it touches
-        // the datapath. Nothing is served on it until `run`.
-        let metrics_listener = match &cfg.metrics {
-            Some(m) => Some(crate::metrics::serve::bind(m.listen).await?),
-            None => None,
-        };
-        let poller = mgr::Poller::new(mgr::MysqlTarget::from_config(&cfg.mysql)?);
-        let datapath = Datapath::start(&cfg)?;
-        return_freed_memory();
-        let addrs = Addrs::new().await.context("opening a netlink socket")?;
-        let key = load_key(&cfg)?;
+        let Parts {
+            metrics_listener,
+            poller,
+            datapath,
+            addrs,
+            key,
+            peer_stats,
+            metrics,
+            hosts,
+            allow,
+        } = Parts::start(&cfg).await?;
         let mut ticker = tokio::time::interval(cfg.mysql.poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (announced_tx, _) = mpsc::unbounded_channel();
-        let peer_stats = Arc::new(Stats::default());
-        let metrics = Metrics::new(&cfg.vip, peer_stats.clone(), datapath.reader());
-        let hosts = Hosts::new();
-        let allow = watch::Sender::new(allow_rule(&cfg, &hosts));
         Ok(Agent {
             hosts,
             allow,
@@ -162,11 +155,11 @@ impl Agent {
             last_status: None,
             last_error: None,
             seen_bound: None,
-            announcers: BTreeMap::new(),
-            announced_tx,
+            // The channel is replaced when the inbox opens.
+            announcers: vips::Announcers::new(mpsc::unbounded_channel().0),
             last_announcement: None,
             coord: Coord::default(),
-            key: watch::Sender::new(Arc::new(key)),
+            key,
             peer_stats,
             refused: BTreeMap::new(),
             peers: BTreeMap::new(),
@@ -263,7 +256,7 @@ impl Agent {
         let (peer, control) =
             serve_inbox(&self.cfg, &self.key, &self.allow, &self.peer_stats).await?;
         let (announced_tx, announced) = mpsc::unbounded_channel();
-        self.announced_tx = announced_tx;
+        self.announcers.done = announced_tx;
         Ok(Inbox {
             peer,
             control,
@@ -415,6 +408,51 @@ fn log_guard_resets(datapath: &mut Datapath, over: Duration) {
             r.vip,
             r.total
         );
+    }
+}
+
+/// What both coordination modes start from, in the order that matters: the metrics
+/// address first (an address that cannot be used stops the agent before it touches the
+/// datapath; nothing is served on it until the loop runs), then the datapath, netlink
+/// and the peer key.
+pub(super) struct Parts {
+    pub metrics_listener: Option<tokio::net::TcpListener>,
+    pub poller: mgr::Poller,
+    pub datapath: Datapath,
+    pub addrs: Addrs,
+    pub key: watch::Sender<Arc<Key>>,
+    pub peer_stats: Arc<Stats>,
+    pub metrics: Metrics,
+    pub hosts: Hosts,
+    pub allow: watch::Sender<Allow>,
+}
+
+impl Parts {
+    pub(super) async fn start(cfg: &Config) -> Result<Parts> {
+        let metrics_listener = match &cfg.metrics {
+            Some(m) => Some(crate::metrics::serve::bind(m.listen).await?),
+            None => None,
+        };
+        let poller = mgr::Poller::new(mgr::MysqlTarget::from_config(&cfg.mysql)?);
+        let datapath = Datapath::start(cfg)?;
+        return_freed_memory();
+        let addrs = Addrs::new().await.context("opening a netlink socket")?;
+        let key = watch::Sender::new(Arc::new(load_key(cfg)?));
+        let peer_stats = Arc::new(Stats::default());
+        let metrics = Metrics::new(&cfg.vip, peer_stats.clone(), datapath.reader());
+        let hosts = Hosts::new();
+        let allow = watch::Sender::new(allow_rule(cfg, &hosts));
+        Ok(Parts {
+            metrics_listener,
+            poller,
+            datapath,
+            addrs,
+            key,
+            peer_stats,
+            metrics,
+            hosts,
+            allow,
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! difference with what this node should hold. Releases come before binds, so a VIP
 //! moving between two of this node's roles is never held twice.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use anyhow::Result;
@@ -163,9 +163,7 @@ impl Agent {
         // Timelines (`cargo xtask lab`) date the loss of the VIP from this.
         let started = std::time::Instant::now();
         // A released VIP must not be announced any more.
-        if let Some(task) = self.announcers.remove(&vip) {
-            task.abort();
-        }
+        self.announcers.stop(vip);
         // The guard first: from now on a client still sending here gets a RST, and ARP /
         // NS for the VIP go unanswered. Then its clients get a reset instead of hanging
         // until TCP gives up: before the unbind, and once more after it for a connection
@@ -234,16 +232,7 @@ impl Agent {
 
     /// Announces `vip` in the background, so the loop goes on meanwhile.
     pub(super) fn announce(&mut self, vip: IpAddr) {
-        if let Some(task) = self.announcers.remove(&vip) {
-            task.abort();
-        }
-        let task = spawn_announce(
-            &self.cfg.vip,
-            vip,
-            self.kind(vip),
-            self.announced_tx.clone(),
-        );
-        self.announcers.insert(vip, task);
+        self.announcers.announce(&self.cfg.vip, vip);
     }
 }
 
@@ -265,40 +254,60 @@ pub(crate) fn kind_of(cfg: &VipConfig, vip: IpAddr) -> &'static str {
     }
 }
 
-/// Sends `vip`'s gratuitous ARPs or unsolicited NAs from a task; a success is logged and
-/// reported on `done`.
-pub(crate) fn spawn_announce(
-    cfg: &VipConfig,
-    vip: IpAddr,
-    kind: &'static str,
-    done: mpsc::UnboundedSender<LastAnnouncement>,
-) -> JoinHandle<()> {
-    let a = Announcement {
-        nic: cfg.nic.clone(),
-        addr: vip,
-        count: cfg.announce_count,
-        interval: cfg.announce_interval,
-    };
-    tokio::spawn(async move {
-        match announce::announce(&a).await {
-            Ok(sent) => {
-                info!(event = "announced", vip = %a.addr, nic = %a.nic, count = sent, "announced {kind} {}", a.addr);
-                let _ = done.send(LastAnnouncement {
-                    vip: a.addr,
-                    at: super::now_text(),
-                    count: sent,
-                });
-            }
-            Err(e) => {
-                error!(event = "announce_failed", vip = %a.addr, "could not announce: {e:#}")
-            }
-        }
-    })
+/// The announcement tasks, one per VIP at most: a new announcement of a VIP replaces
+/// the one still running, and a released VIP's is stopped.
+pub(crate) struct Announcers {
+    tasks: BTreeMap<IpAddr, JoinHandle<()>>,
+    /// Where a finished announcement is reported.
+    pub done: mpsc::UnboundedSender<LastAnnouncement>,
 }
 
-/// With the iter/tcp program and bpf_sock_destroy when it loaded, else (or if it
-/// fails) with netlink SOCK_DESTROY. Failures are logged as errors, never fatal:
-/// releasing the VIP matters more than resetting its clients.
+impl Announcers {
+    pub fn new(done: mpsc::UnboundedSender<LastAnnouncement>) -> Announcers {
+        Announcers {
+            tasks: BTreeMap::new(),
+            done,
+        }
+    }
+
+    /// Sends `vip`'s gratuitous ARPs or unsolicited NAs from a task; a success is logged
+    /// and reported on `done`.
+    pub fn announce(&mut self, cfg: &VipConfig, vip: IpAddr) {
+        self.stop(vip);
+        let a = Announcement {
+            nic: cfg.nic.clone(),
+            addr: vip,
+            count: cfg.announce_count,
+            interval: cfg.announce_interval,
+        };
+        let kind = kind_of(cfg, vip);
+        let done = self.done.clone();
+        let task = tokio::spawn(async move {
+            match announce::announce(&a).await {
+                Ok(sent) => {
+                    info!(event = "announced", vip = %a.addr, nic = %a.nic, count = sent, "announced {kind} {}", a.addr);
+                    let _ = done.send(LastAnnouncement {
+                        vip: a.addr,
+                        at: super::now_text(),
+                        count: sent,
+                    });
+                }
+                Err(e) => {
+                    error!(event = "announce_failed", vip = %a.addr, "could not announce: {e:#}")
+                }
+            }
+        });
+        self.tasks.insert(vip, task);
+    }
+
+    /// A VIP this node may no longer hold must not be announced any more.
+    pub fn stop(&mut self, vip: IpAddr) {
+        if let Some(task) = self.tasks.remove(&vip) {
+            task.abort();
+        }
+    }
+}
+
 pub(crate) async fn reset_target(
     datapath: &mut Datapath,
     metrics: &Metrics,

@@ -17,17 +17,15 @@ mod io;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::vips::{reset_target, spawn_announce};
-use super::{allow_rule, drop_privileges, load_key, return_freed_memory, serve_inbox};
+use super::vips::{Announcers, reset_target};
+use super::{drop_privileges, serve_inbox};
 use crate::config::Config;
 use crate::control::{self, LastAnnouncement, PeerHealth, Response as Reply, Status};
 use crate::core::{self, Core, Effect, Event, Now, Timing};
@@ -73,8 +71,7 @@ pub struct LeaseAgent {
     /// Peer requests handed to the core, waiting for its answer.
     replies: BTreeMap<u64, oneshot::Sender<peer_server::Reply>>,
     next_req: u64,
-    announcers: BTreeMap<IpAddr, JoinHandle<()>>,
-    announced_tx: mpsc::UnboundedSender<LastAnnouncement>,
+    announcers: Announcers,
     announced_rx: mpsc::UnboundedReceiver<LastAnnouncement>,
     last_announcement: Option<LastAnnouncement>,
     /// The last view logged, and the last lease-row error: each is logged when it changes.
@@ -108,20 +105,18 @@ fn late_tick(renew: Duration) -> Duration {
 
 impl LeaseAgent {
     /// Prepares the agent; nothing is served and nothing bound until [`LeaseAgent::run`].
-    pub async fn new(cfg: Config, _config_path: PathBuf) -> Result<LeaseAgent> {
-        let metrics_listener = match &cfg.metrics {
-            Some(m) => Some(crate::metrics::serve::bind(m.listen).await?),
-            None => None,
-        };
-        let poller = mgr::Poller::new(mgr::MysqlTarget::from_config(&cfg.mysql)?);
-        let datapath = Datapath::start(&cfg)?;
-        return_freed_memory();
-        let addrs = Addrs::new().await.context("opening a netlink socket")?;
-        let key = load_key(&cfg)?;
-        let peer_stats = Arc::new(Stats::default());
-        let metrics = Metrics::new(&cfg.vip, peer_stats.clone(), datapath.reader());
-        let hosts = Hosts::new();
-        let allow = watch::Sender::new(allow_rule(&cfg, &hosts));
+    pub async fn new(cfg: Config) -> Result<LeaseAgent> {
+        let super::Parts {
+            metrics_listener,
+            poller,
+            datapath,
+            addrs,
+            key,
+            peer_stats,
+            metrics,
+            hosts,
+            allow,
+        } = super::Parts::start(&cfg).await?;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (announced_tx, announced_rx) = mpsc::unbounded_channel();
         let core = Core::new(core_config(&cfg));
@@ -134,7 +129,7 @@ impl LeaseAgent {
             datapath,
             metrics,
             metrics_listener,
-            key: watch::Sender::new(Arc::new(key)),
+            key,
             hosts,
             allow,
             peer_stats,
@@ -147,8 +142,7 @@ impl LeaseAgent {
             done_rx,
             replies: BTreeMap::new(),
             next_req: 1,
-            announcers: BTreeMap::new(),
-            announced_tx,
+            announcers: Announcers::new(announced_tx),
             announced_rx,
             last_announcement: None,
             last_view: None,
@@ -301,9 +295,7 @@ impl LeaseAgent {
                 if until <= now {
                     // The guard answers for it as released from now on; no more
                     // announcements of an address this node may not hold.
-                    if let Some(task) = self.announcers.remove(&vip) {
-                        task.abort();
-                    }
+                    self.announcers.stop(vip);
                 } else if announce {
                     self.announce(vip);
                 }
@@ -329,9 +321,7 @@ impl LeaseAgent {
     /// The guard first, then a reset of the VIP's clients, then the unbind in a task; the
     /// second reset follows the unbind ([`LeaseAgent::unbound`]).
     async fn unbind(&mut self, vip: IpAddr) {
-        if let Some(task) = self.announcers.remove(&vip) {
-            task.abort();
-        }
+        self.announcers.stop(vip);
         self.datapath.mark_released(vip, self.role(vip));
         let before =
             reset_target(&mut self.datapath, &self.metrics, Target::Local(vip, None)).await;
@@ -614,16 +604,7 @@ impl LeaseAgent {
     }
 
     fn announce(&mut self, vip: IpAddr) {
-        if let Some(task) = self.announcers.remove(&vip) {
-            task.abort();
-        }
-        let task = spawn_announce(
-            &self.cfg.vip,
-            vip,
-            self.kind(vip),
-            self.announced_tx.clone(),
-        );
-        self.announcers.insert(vip, task);
+        self.announcers.announce(&self.cfg.vip, vip);
     }
 
     fn role(&self, vip: IpAddr) -> Role {
